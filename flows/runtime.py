@@ -1,0 +1,119 @@
+"""Runtime shared by every flow: Prefect environment, config loading, stage caching,
+retry policy and run logs.
+
+Prefect reads its settings when it is first imported, so :func:`prefect_env` must run
+before ``import prefect`` (the CLI and the tests' conftest call it first). With no
+PREFECT_API_URL, Prefect 3 starts a temporary local server per process whose database
+lives under ``<data_root>/prefect``; with PREFECT_API_URL set, flows run against that
+server.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from relgrade.config import RelgradeConfig, load_config
+
+
+def prefect_env(cfg: RelgradeConfig) -> None:
+    """Point Prefect at the data root (no-op for variables the user already set)."""
+    home = cfg.paths.prefect_home
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def get_config(profile: str | None, overrides: dict[str, Any] | None = None) -> RelgradeConfig:
+    cfg = load_config(profile, overrides=overrides)
+    prefect_env(cfg)
+    return cfg
+
+
+def log_to_file(cfg: RelgradeConfig, name: str) -> Path:
+    """Also write relgrade's and Prefect's log lines to <data_root>/logs/<name>-<utc>.log."""
+    cfg.paths.logs.mkdir(parents=True, exist_ok=True)
+    path = cfg.paths.logs / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for logger in ("relgrade", "flows", "validation", "training", "prefect"):
+        lg = logging.getLogger(logger)
+        lg.addHandler(handler)
+        if lg.level == logging.NOTSET or lg.level > logging.INFO:
+            lg.setLevel(logging.INFO)
+    return path
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Bad input never gets better by retrying."""
+    from relgrade.contract import ContractError
+    from validation.gate import ValidationFailed
+
+    return isinstance(exc, (ContractError, ValidationFailed, KeyError, ValueError))
+
+
+def retry_io_only(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retry transient I/O errors, never bad data."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we classify it
+        return not is_data_error(exc)
+    return True
+
+
+def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: Iterable[Path], outputs: Iterable[Path]) -> str | None:
+    """Cache key for a stage: its config sections, its input files' content and the code
+    version. None (no caching) while any output is missing, so a deleted output is rebuilt."""
+    outputs = [Path(p) for p in outputs]
+    if not all(p.exists() for p in outputs):
+        return None
+    h = hashlib.sha256(stage.encode())
+    h.update(str(cfg.paths.root).encode())
+    for s in sections:
+        h.update(json.dumps(getattr(cfg, s).model_dump(mode="json"), sort_keys=True).encode())
+    from relgrade.io import file_digest
+
+    for p in inputs:
+        p = Path(p)
+        h.update(p.name.encode())
+        h.update(file_digest(p).encode() if p.exists() else b"missing")
+    h.update(_code_version().encode())
+    return h.hexdigest()
+
+
+def _code_version() -> str:
+    """Digest of the package sources: changing code invalidates cached stages."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pkg in ("relgrade", "flows", "validation", "training"):
+        for p in sorted((root / pkg).rglob("*.py")):
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+MANIFEST = "manifest.json"
+
+
+def read_stage_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_stage_manifest(path: Path, manifest: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""Rules every adapter shares, fixed so results compare across runs and tools."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from relgrade.contract import ContractError
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_query(text: str) -> str:
+    """Lowercase, collapse whitespace runs to one space, strip."""
+    return _WS.sub(" ", str(text).lower()).strip()
+
+
+def split_bucket(text: str) -> int:
+    return int(hashlib.sha1(normalize_query(text).encode("utf-8")).hexdigest(), 16) % 10
+
+
+def split_of(text: str) -> str:
+    """bucket 0 -> test, 1 -> dev, 2..9 -> train."""
+    b = split_bucket(text)
+    return "test" if b == 0 else "dev" if b == 1 else "train"
+
+
+def query_id_of(text: str) -> str:
+    return "q" + hashlib.sha1(normalize_query(text).encode("utf-8")).hexdigest()[:16]
+
+
+def read_bytes(path: Path) -> bytes:
+    """File bytes; a .zip holding exactly one member is read transparently."""
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"input file not found: {path}")
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("/")]
+            if len(members) != 1:
+                raise ContractError(f"{path}: expected one file in the zip, found {members}")
+            data = zf.read(members[0])
+    else:
+        data = path.read_bytes()
+    if not data.strip():
+        raise ContractError(f"{path}: empty file")
+    return data
+
+
+def decode_strict(data: bytes, encoding: str, source: Path) -> str:
+    """Decode, naming the first offending line (1-based) when the bytes do not fit."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ContractError(
+            f"{source}: line {line} is not valid {encoding} (byte {data[exc.start:exc.start + 1]!r} "
+            f"at offset {exc.start}); fix the file or set dataset.encoding"
+        ) from exc
+
+
+def read_table_text(path: Path, encoding: str, sep: str = ",", **kw) -> pd.DataFrame:
+    text = decode_strict(read_bytes(path), encoding, Path(path))
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""], **kw)
+    except pd.errors.EmptyDataError as exc:
+        raise ContractError(f"{path}: empty file") from exc
+    except pd.errors.ParserError as exc:
+        raise ContractError(f"{path}: cannot parse as {sep!r}-separated text: {exc}") from exc
+    if df.empty:
+        raise ContractError(f"{path}: no data rows")
+    return df
+
+
+def require_columns(df: pd.DataFrame, cols: list[str], source: Path) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ContractError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
+
+
+def queries_frame(texts: pd.Series, ids: pd.Series | None = None) -> pd.DataFrame:
+    """queries table (segment left for the ingest stage) from query texts."""
+    q = pd.DataFrame({"text": texts.astype(str)})
+    q["query_id"] = ids.astype(str).values if ids is not None else q["text"].map(query_id_of)
+    q = q.drop_duplicates("query_id").reset_index(drop=True)
+    q["split"] = q["text"].map(split_of)
+    return q[["query_id", "text", "split"]]

@@ -1,0 +1,50 @@
+"""Home Depot Product Search Relevance (Kaggle 2016): id, product_uid, product_title,
+search_term, relevance (mean of about three ratings on 1..3). Titles only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relgrade.adapters.common import queries_frame, read_table_text, require_columns
+from relgrade.contract import ContractError
+
+COLUMNS = ["id", "product_uid", "product_title", "search_term", "relevance"]
+
+
+def grade_from_rating(r: pd.Series) -> pd.Series:
+    """r < 1.5 -> 0; 1.5 <= r < 2.0 -> 1; 2.0 <= r < 2.5 -> 2; r >= 2.5 -> 3."""
+    r = r.astype(float)
+    # small epsilon so 1.4999.. style float noise (e.g. 4.5/3) lands as written
+    g = np.select([r < 1.5 - 1e-9, r < 2.0 - 1e-9, r < 2.5 - 1e-9], [0, 1, 2], default=3)
+    return pd.Series(g, index=r.index)
+
+
+def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.DataFrame]:
+    df = read_table_text(path, encoding)
+    require_columns(df, COLUMNS, path)
+    rating = pd.to_numeric(df["relevance"], errors="coerce")
+    bad = rating.isna() & df["relevance"].notna()
+    if bad.any():
+        raise ContractError(f"{path}: {int(bad.sum())} non-numeric relevance value(s), e.g. {df.loc[bad, 'relevance'].iloc[0]!r}")
+    queries = queries_frame(df["search_term"])
+    qid = dict(zip(queries["text"], queries["query_id"]))
+    catalog = (
+        df[["product_uid", "product_title"]]
+        .rename(columns={"product_uid": "item_id", "product_title": "title"})
+        .drop_duplicates("item_id")
+        .reset_index(drop=True)
+    )
+    judgments = pd.DataFrame(
+        {
+            "query_id": df["search_term"].astype(str).map(qid),
+            "item_id": df["product_uid"],
+            "grade": grade_from_rating(rating).where(rating.notna()),
+            "raw_label": df["relevance"],
+            "raw_score": rating,
+            "source": "homedepot",
+            "judged_at": judged_at,
+        }
+    )
+    return {"catalog": catalog, "queries": queries, "judgments": judgments}

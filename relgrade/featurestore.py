@@ -1,0 +1,221 @@
+"""Feast access for one data root: store construction, offline upserts, materialization,
+point-in-time retrieval.
+
+Write path for a feature batch (see :func:`publish`): conform to the view's schema ->
+validate with the view's expectation suite (raises before anything lands) -> merge into
+the view's offline Parquet (atomic rename, previous file kept as a backup) ->
+materialize the batch's time range online. If materialization fails the previous
+offline file is restored and re-materialized, so a rejected or failed batch never
+half-lands.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import sys
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from relgrade.config import FEATURE_REPO_DIR, RelgradeConfig
+from relgrade.io import normalize_timestamps, write_parquet_atomic
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def definitions() -> ModuleType:
+    """feature_repo/definitions.py, imported by path (the Feast repo is not a package)."""
+    path = FEATURE_REPO_DIR / "definitions.py"
+    spec = importlib.util.spec_from_file_location("relgrade_feature_repo_definitions", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def view_names() -> list[str]:
+    return list(definitions().VIEW_SCHEMAS)
+
+
+def view_columns(view: str) -> list[str]:
+    d = definitions()
+    return [*d.JOIN_KEYS, d.TIMESTAMP_FIELD, *(n for n, _ in d.VIEW_SCHEMAS[view])]
+
+
+def write_store_yaml(cfg: RelgradeConfig) -> Path:
+    """<data_root>/feast/feature_store.yaml with absolute paths for this data root."""
+    p = cfg.paths
+    p.feast.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "project": cfg.feast.project,
+        "provider": "local",
+        "registry": str(p.feast / "registry.db"),
+        "offline_store": {"type": "duckdb"},
+        "online_store": {"type": "sqlite", "path": str(p.feast / "online_store.db")},
+        "entity_key_serialization_version": 3,
+        "auth": {"type": "no_auth"},
+    }
+    out = p.feast / "feature_store.yaml"
+    text = yaml.safe_dump(doc, sort_keys=False)
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+    return out
+
+
+def get_store(cfg: RelgradeConfig):
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=write_store_yaml(cfg))
+
+
+def apply_definitions(cfg: RelgradeConfig):
+    """Register entities, views and the training service for this data root (idempotent)."""
+    store = get_store(cfg)
+    objs = definitions().build(cfg.paths, cfg.feast.ttl_days)
+    store.apply(list(objs.values()))
+    return store
+
+
+# --------------------------------------------------------------------------- schema
+_PA_TYPES = {"Float64": pa.float64(), "Int64": pa.int64(), "String": pa.string()}
+
+
+def view_arrow_schema(view: str) -> pa.Schema:
+    d = definitions()
+    fields = [pa.field(k, pa.string()) for k in d.JOIN_KEYS]
+    fields.append(pa.field(d.TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC")))
+    for name, ftype in d.VIEW_SCHEMAS[view]:
+        fields.append(pa.field(name, _PA_TYPES[str(ftype)]))
+    return pa.schema(fields)
+
+
+def conform_features(view: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Exactly the view's columns, in order, with the view's types. Missing columns are
+    an error (a producer must say "null" explicitly, not forget a column)."""
+    from relgrade.contract import ContractError
+
+    if view not in definitions().VIEW_SCHEMAS:
+        raise ContractError(f"unknown feature view {view!r}; known: {view_names()}")
+    schema = view_arrow_schema(view)
+    missing = [f.name for f in schema if f.name not in df.columns]
+    if missing:
+        raise ContractError(f"{view}: missing column(s) {missing}")
+    if len(df) == 0:
+        raise ContractError(f"{view}: empty batch (0 rows)")
+    out = normalize_timestamps(df[[f.name for f in schema]].reset_index(drop=True))
+    try:
+        table = pa.Table.from_pandas(out, schema=schema, preserve_index=False, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise ContractError(f"{view}: values do not fit the view schema: {exc}") from exc
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+# --------------------------------------------------------------------------- offline
+def read_offline(cfg: RelgradeConfig, view: str) -> pd.DataFrame | None:
+    path = cfg.paths.feature_source(view)
+    if not path.exists():
+        return None
+    return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame) -> pd.DataFrame:
+    """Existing rows with the batch's (query, item, event_timestamp) keys replaced by the
+    batch: re-publishing the same batch is a no-op, never a duplicate."""
+    if existing is None or existing.empty:
+        merged = batch
+    else:
+        key = ["query_id", "item_id", "event_timestamp"]
+        idx = pd.MultiIndex.from_frame(existing[key])
+        keep = ~idx.isin(pd.MultiIndex.from_frame(batch[key]))
+        merged = pd.concat([existing[keep], batch], ignore_index=True)
+    return merged.sort_values(["event_timestamp", "query_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def materialize(cfg: RelgradeConfig, views: list[str], start: datetime, end: datetime):
+    store = get_store(cfg)
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+    return store
+
+
+def publish(
+    cfg: RelgradeConfig,
+    view: str,
+    batch: pd.DataFrame,
+    validate: Callable[[pd.DataFrame], object] | None,
+) -> dict:
+    """Validate, write offline and materialize online one feature batch, as one unit."""
+    batch = conform_features(view, batch)
+    if validate is not None:
+        validate(batch)  # raises ValidationFailed: nothing has been written yet
+    path = cfg.paths.feature_source(view)
+    backup = path.with_suffix(".parquet.bak")
+    had_previous = path.exists()
+    if had_previous:
+        shutil.copy2(path, backup)
+    merged = merge_offline(read_offline(cfg, view), batch)
+    write_parquet_atomic(pa.Table.from_pandas(merged, schema=view_arrow_schema(view), preserve_index=False), path)
+    start = batch["event_timestamp"].min().to_pydatetime() - timedelta(seconds=1)
+    end = batch["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    try:
+        apply_definitions(cfg)
+        materialize(cfg, [view], start, end)
+    except BaseException:
+        log.error("materialization of %s failed: restoring the previous offline table", view)
+        if had_previous:
+            shutil.move(backup, path)
+            try:
+                materialize(cfg, [view], start, end)
+            except Exception:  # pragma: no cover - best effort restore of online rows
+                log.exception("re-materializing the previous %s rows failed", view)
+        else:
+            path.unlink(missing_ok=True)
+        raise
+    backup.unlink(missing_ok=True)
+    return {"view": view, "rows": len(batch), "offline_rows": len(merged), "path": str(path),
+            "materialized": [start.isoformat(), end.isoformat()]}
+
+
+# --------------------------------------------------------------------------- retrieval
+def historical_features(
+    cfg: RelgradeConfig,
+    entity_df: pd.DataFrame,
+    features: list[str] | str | None = None,
+) -> pd.DataFrame:
+    """Point-in-time join through Feast. ``entity_df`` needs query_id, item_id and
+    event_timestamp; ``features`` is a list of "view:feature" refs or a feature service
+    name (default: the training service). Rows come back in ``entity_df``'s order."""
+    store = get_store(cfg)
+    need = {"query_id", "item_id", "event_timestamp"}
+    if not need <= set(entity_df.columns):
+        raise ValueError(f"entity_df needs columns {sorted(need)}; got {list(entity_df.columns)}")
+    ent = normalize_timestamps(entity_df.reset_index(drop=True)).copy()
+    ent["_row"] = range(len(ent))
+    feats = features or definitions().TRAINING_SERVICE
+    if isinstance(feats, str):
+        feats = store.get_feature_service(feats)
+    job = store.get_historical_features(entity_df=ent, features=feats, full_feature_names=False)
+    out = job.to_df()
+    # DuckDB does not keep the entity frame's order
+    return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def online_features(cfg: RelgradeConfig, pairs: pd.DataFrame, features: list[str] | str | None = None) -> pd.DataFrame:
+    store = get_store(cfg)
+    feats = features or definitions().TRAINING_SERVICE
+    if isinstance(feats, str):
+        feats = store.get_feature_service(feats)
+    rows = pairs[["query_id", "item_id"]].to_dict("records")
+    return store.get_online_features(features=feats, entity_rows=rows).to_df()
+
+
+def utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

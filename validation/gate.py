@@ -1,0 +1,171 @@
+"""The validation gate: run a suite on a batch with Great Expectations 1.x, publish Data
+Docs, and raise :class:`ValidationFailed` (naming each failed expectation and its
+offending-row count) before anything is written.
+
+One file-backed GX context per data root (``<data_root>/gx``); Data Docs are built into
+``<data_root>/reports/data_docs`` (open ``index.html``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from relgrade.config import RelgradeConfig
+from validation.suites import SUITES, GateContext, _as_float_for_gx
+
+log = logging.getLogger(__name__)
+_LOCK = threading.RLock()  # GX contexts are not thread-safe; Prefect tasks may run in threads
+_CONTEXTS: dict[str, object] = {}
+SITE = "relgrade_docs"
+DATASOURCE = "relgrade_batches"
+
+
+@dataclass
+class Failure:
+    expectation: str
+    column: str | None
+    unexpected_count: int | None
+    observed: object = None
+
+    def __str__(self) -> str:
+        where = f"({self.column})" if self.column else ""
+        if self.unexpected_count is not None:
+            what = f"{self.unexpected_count} offending row(s)"
+        else:
+            what = f"observed {self.observed!r}"
+        return f"{self.expectation}{where}: {what}"
+
+
+@dataclass
+class GateReport:
+    suite: str
+    success: bool
+    evaluated: int
+    rows: int
+    failures: list[Failure] = field(default_factory=list)
+    data_docs: Path | None = None
+
+    def summary(self) -> str:
+        head = (
+            f"validation {'passed' if self.success else 'FAILED'} for {self.suite!r}: "
+            f"{self.evaluated - len(self.failures)}/{self.evaluated} expectations met on {self.rows} rows"
+        )
+        lines = [head] + [f"  - {f}" for f in self.failures]
+        if self.data_docs:
+            lines.append(f"  Data Docs: {self.data_docs}")
+        return "\n".join(lines)
+
+
+class ValidationFailed(RuntimeError):
+    def __init__(self, report: GateReport):
+        self.report = report
+        super().__init__(report.summary() + "\nNothing was written or materialized.")
+
+
+def _context(cfg: RelgradeConfig):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    root = cfg.paths
+    key = str(root.gx)
+    if key in _CONTEXTS:
+        return _CONTEXTS[key]
+    import great_expectations as gx
+
+    root.gx.mkdir(parents=True, exist_ok=True)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="file", project_root_dir=str(root.gx))
+    # a progress bar per validation floods flow logs; the flows log their own progress
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    sites = ctx.list_data_docs_sites() if hasattr(ctx, "list_data_docs_sites") else ctx.get_config().data_docs_sites
+    if SITE not in (sites or {}):
+        ctx.add_data_docs_site(
+            site_name=SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(root.data_docs)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    _CONTEXTS[key] = ctx
+    return ctx
+
+
+def _batch_definition(ctx, suite_name: str):
+    try:
+        ds = ctx.data_sources.get(DATASOURCE)
+    except (KeyError, ValueError, Exception):  # GX raises its own not-found types
+        ds = ctx.data_sources.add_pandas(DATASOURCE)
+    try:
+        asset = ds.get_asset(suite_name)
+    except LookupError:
+        asset = ds.add_dataframe_asset(suite_name)
+    try:
+        return asset.get_batch_definition("whole")
+    except (KeyError, LookupError, ValueError):
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _failures(result) -> list[Failure]:
+    out = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        kw = cfg.kwargs
+        col = kw.get("column") or (",".join(kw["column_list"]) if kw.get("column_list") else None)
+        if col is None and kw.get("column_A"):
+            col = f"{kw['column_A']},{kw['column_B']}"
+        res = r.result or {}
+        out.append(Failure(cfg.type, col, res.get("unexpected_count"), res.get("observed_value")))
+    return out
+
+
+def validate(
+    df: pd.DataFrame,
+    suite: str,
+    cfg: RelgradeConfig,
+    ctx: GateContext | None = None,
+    *,
+    raise_on_failure: bool = True,
+    data_docs: bool = True,
+) -> GateReport:
+    """Validate ``df`` against ``suite``; raise ValidationFailed when any expectation fails."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import Checkpoint, UpdateDataDocsAction
+
+    if suite not in SUITES:
+        raise KeyError(f"no expectation suite named {suite!r}; known: {sorted(SUITES)}")
+    ctx = ctx or GateContext(max_future_skew_seconds=cfg.validation.max_future_skew_seconds)
+    checked, expectations = SUITES[suite](df, ctx)
+    checked = _as_float_for_gx(checked)
+    with _LOCK:
+        gctx = _context(cfg)
+        bd = _batch_definition(gctx, suite)
+        gsuite = gctx.suites.add_or_update(gx.ExpectationSuite(name=suite, expectations=expectations))
+        vd = gctx.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=f"{suite}_validation", data=bd, suite=gsuite)
+        )
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if data_docs else []
+        cp = gctx.checkpoints.add_or_update(
+            Checkpoint(name=f"{suite}_gate", validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+        )
+        run = cp.run(batch_parameters={"dataframe": checked})
+    vres = list(run.run_results.values())[0]
+    docs = cfg.paths.data_docs / "index.html"
+    report = GateReport(
+        suite=suite,
+        success=bool(vres.success),
+        evaluated=len(vres.results),
+        rows=len(df),
+        failures=_failures(vres),
+        data_docs=docs if docs.exists() else None,
+    )
+    log.info(report.summary())
+    if not report.success and raise_on_failure:
+        raise ValidationFailed(report)
+    return report

@@ -1,0 +1,240 @@
+"""Expectation suites: one per contract table, per feature view, and for the assembled
+training set.
+
+A suite is a function ``(df, ctx) -> (checked_df, expectations)``. Checks that Great
+Expectations cannot express on a pandas batch directly (referential integrity against
+another table, "not in the future" against the run's clock, funnel order) are computed
+as ``chk_*`` columns first and then expected like any other column, so every failure
+shows up in the Data Docs with its offending-row count.
+
+Great Expectations is imported lazily (it takes seconds to import).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from relgrade.contract import GRADES, SEGMENTS, SLOTS, SPLITS, TABLES
+
+
+@dataclass
+class GateContext:
+    """What a suite may compare a batch with."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    item_ids: pd.Index | None = None  # catalog ids, for referential integrity
+    query_ids: pd.Index | None = None  # query ids
+    max_future_skew_seconds: int = 0
+    excluded_query_ids: pd.Index | None = None  # e.g. test-split queries (training set)
+
+
+def _gxe():
+    import great_expectations.expectations as gxe
+
+    return gxe
+
+
+def _seconds_ahead(ts: pd.Series, now: datetime) -> pd.Series:
+    ts = pd.to_datetime(ts, utc=True)
+    return (ts - pd.Timestamp(now)).dt.total_seconds()
+
+
+def _common_keys(df: pd.DataFrame, ctx: GateContext, exp: list, ts_col: str | None, key: list[str]):
+    """Not-null keys, key uniqueness, referential integrity, no future timestamps."""
+    gxe = _gxe()
+    out = df
+    for k in key:
+        exp.append(gxe.ExpectColumnValuesToNotBeNull(column=k))
+    if len(key) > 1:
+        exp.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=key))
+    elif key:
+        exp.append(gxe.ExpectColumnValuesToBeUnique(column=key[0]))
+    if ctx.query_ids is not None and "query_id" in df.columns:
+        out = out.assign(chk_query_known=df["query_id"].isin(ctx.query_ids) | df["query_id"].isna())
+        exp.append(gxe.ExpectColumnValuesToBeInSet(column="chk_query_known", value_set=[True]))
+    if ctx.item_ids is not None and "item_id" in df.columns:
+        out = out.assign(chk_item_known=df["item_id"].isin(ctx.item_ids) | df["item_id"].isna())
+        exp.append(gxe.ExpectColumnValuesToBeInSet(column="chk_item_known", value_set=[True]))
+    if ts_col is not None:
+        exp.append(gxe.ExpectColumnValuesToNotBeNull(column=ts_col))
+        out = out.assign(chk_seconds_in_future=_seconds_ahead(df[ts_col], ctx.now))
+        exp.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="chk_seconds_in_future", max_value=float(ctx.max_future_skew_seconds)
+            )
+        )
+    return out
+
+
+def _columns(exp: list, names: list[str]) -> None:
+    gxe = _gxe()
+    for n in names:
+        exp.append(gxe.ExpectColumnToExist(column=n))
+
+
+def catalog_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, TABLES["catalog"].names)
+    df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["item_id"])
+    exp += [
+        gxe.ExpectColumnValuesToNotBeNull(column="title"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=5000),
+        gxe.ExpectColumnValuesToBeJsonParseable(column="attributes", mostly=1.0),
+    ]
+    return df, exp
+
+
+def queries_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, TABLES["queries"].names)
+    df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["query_id"])
+    exp += [
+        gxe.ExpectColumnValuesToNotBeNull(column="text"),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=1000),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeInSet(column="segment", value_set=list(SEGMENTS)),
+        gxe.ExpectColumnValuesToNotBeNull(column="segment"),
+        # the split rule gives ~10% test and ~10% dev; a batch far off that is suspect
+        gxe.ExpectColumnDistinctValuesToBeInSet(column="split", value_set=list(SPLITS)),
+    ]
+    return df, exp
+
+
+def judgments_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, TABLES["judgments"].names)
+    df = _common_keys(df, ctx, exp, "judged_at", ["query_id", "item_id"])
+    exp += [
+        gxe.ExpectColumnValuesToNotBeNull(column="grade"),
+        gxe.ExpectColumnValuesToBeInSet(column="grade", value_set=list(GRADES)),
+        gxe.ExpectColumnValuesToNotBeNull(column="source"),
+        gxe.ExpectColumnValuesToNotBeNull(column="raw_label"),
+        # distribution bound: a label set that is all one grade is a broken adapter
+        gxe.ExpectColumnStdevToBeBetween(column="grade", min_value=0.05),
+    ]
+    return df, exp
+
+
+def events_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, TABLES["events"].names)
+    df = _common_keys(df, ctx, exp, "event_ts", ["query_id", "item_id", "event_ts"])
+    exp.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["search_id", "position"]))
+    for c in ("impression", "click", "add_to_cart", "order"):
+        exp.append(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[0, 1]))
+    exp += [
+        gxe.ExpectColumnValuesToBeBetween(column="position", min_value=1, max_value=100),
+        gxe.ExpectColumnValuesToBeInSet(column="slot", value_set=list(SLOTS)),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="impression", column_B="click", or_equal=True),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="click", column_B="add_to_cart", or_equal=True),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="add_to_cart", column_B="order", or_equal=True),
+        # distribution bound: overall CTR of a search log sits well inside (0, 0.5)
+        gxe.ExpectColumnMeanToBeBetween(column="click", min_value=0.001, max_value=0.5),
+    ]
+    return df, exp
+
+
+_VIEW_KEY = ["query_id", "item_id", "event_timestamp"]
+
+
+def _view_common(df: pd.DataFrame, ctx: GateContext, view: str):
+    from relgrade.featurestore import view_columns
+
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, view_columns(view))
+    df = _common_keys(df, ctx, exp, "event_timestamp", _VIEW_KEY)
+    return df, exp
+
+
+def _unit_interval(exp: list, cols: list[str], not_null: bool) -> None:
+    gxe = _gxe()
+    for c in cols:
+        if not_null:
+            exp.append(gxe.ExpectColumnValuesToNotBeNull(column=c))
+        exp.append(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0))
+
+
+def retrieval_prior_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    df, exp = _view_common(df, ctx, "retrieval_prior_fv")
+    _unit_interval(exp, ["retrieval_prior"], True)
+    for c in ("rank_lexical", "rank_dense", "rank_behavioral", "rank_external"):
+        exp.append(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=1))
+    exp += [
+        gxe.ExpectColumnValuesToBeBetween(column="agreement", min_value=1, max_value=4),
+        gxe.ExpectColumnValuesToNotBeNull(column="channel_pattern"),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="category", value_set=["easy_positive", "hard_positive", "hard_negative", "other"]
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="difficulty_level", min_value=1, max_value=5),
+        gxe.ExpectColumnValuesToNotBeNull(column="difficulty_level"),
+    ]
+    return df, exp
+
+
+def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    df, exp = _view_common(df, ctx, "relevance_grade_fv")
+    probs = [f"p_grade_{g}" for g in GRADES]
+    df = df.assign(chk_prob_sum=df[probs].astype(float).sum(axis=1))
+    _unit_interval(exp, ["confidence", *probs], True)
+    exp += [
+        gxe.ExpectColumnValuesToNotBeNull(column="grade"),
+        gxe.ExpectColumnValuesToBeInSet(column="grade", value_set=list(GRADES)),
+        gxe.ExpectColumnValuesToBeBetween(column="expected_grade", min_value=0.0, max_value=3.0),
+        gxe.ExpectColumnValuesToBeBetween(column="chk_prob_sum", min_value=0.999, max_value=1.001),
+        gxe.ExpectColumnValuesToBeBetween(column="deciding_stage", min_value=1, max_value=10),
+        gxe.ExpectColumnValuesToNotBeNull(column="teacher_version"),
+    ]
+    return df, exp
+
+
+def gated_engagement_suite(df: pd.DataFrame, ctx: GateContext):
+    gxe = _gxe()
+    df, exp = _view_common(df, ctx, "gated_engagement_fv")
+    counts = [f"{m}_{w}d" for w in (7, 28) for m in ("impressions", "clicks", "add_to_cart", "orders")]
+    for c in counts:
+        exp.append(gxe.ExpectColumnValuesToNotBeNull(column=c))
+        exp.append(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0))
+    for m in ("impressions", "clicks", "add_to_cart", "orders"):
+        exp.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=f"{m}_28d", column_B=f"{m}_7d", or_equal=True))
+    exp.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="impressions_28d", column_B="clicks_28d", or_equal=True))
+    _unit_interval(exp, ["ctr_raw_28d", "ctr_debiased_28d", "engagement_smoothed", "engagement_confidence", "gated_preference"], False)
+    return df, exp
+
+
+SUITES: dict[str, Callable[[pd.DataFrame, GateContext], tuple[pd.DataFrame, list]]] = {
+    "catalog": catalog_suite,
+    "queries": queries_suite,
+    "judgments": judgments_suite,
+    "events": events_suite,
+    "retrieval_prior_fv": retrieval_prior_suite,
+    "relevance_grade_fv": relevance_grade_suite,
+    "gated_engagement_fv": gated_engagement_suite,
+}
+
+
+def register(name: str, fn: Callable[[pd.DataFrame, GateContext], tuple[pd.DataFrame, list]]) -> None:
+    """Add a suite (later stages register theirs, e.g. the training set)."""
+    SUITES[name] = fn
+
+
+def _as_float_for_gx(df: pd.DataFrame) -> pd.DataFrame:
+    """Nullable extension dtypes (Int64) confuse some GX metrics: hand GX plain numpy."""
+    out = {}
+    for c in df.columns:
+        s = df[c]
+        if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(s.dtype):
+            out[c] = s.astype("float64") if s.isna().any() else s.astype(np.int64)
+        else:
+            out[c] = s
+    return pd.DataFrame(out)
