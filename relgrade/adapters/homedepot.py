@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relgrade.adapters.common import queries_frame, read_table_text, require_columns
+from relgrade.adapters.common import query_id_of, queries_frame, read_table_text, require_columns
 from relgrade.contract import ContractError
 
 COLUMNS = ["id", "product_uid", "product_title", "search_term", "relevance"]
@@ -29,22 +29,29 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
     if bad.any():
         raise ContractError(f"{path}: {int(bad.sum())} non-numeric relevance value(s), e.g. {df.loc[bad, 'relevance'].iloc[0]!r}")
     queries = queries_frame(df["search_term"])
-    qid = dict(zip(queries["text"], queries["query_id"]))
     catalog = (
         df[["product_uid", "product_title"]]
         .rename(columns={"product_uid": "item_id", "product_title": "title"})
         .drop_duplicates("item_id")
         .reset_index(drop=True)
     )
-    judgments = pd.DataFrame(
+    pairs = pd.DataFrame(
         {
-            "query_id": df["search_term"].astype(str).map(qid),
+            # by the normalized text, like queries_frame: "fence  mesh" is "fence mesh"
+            "query_id": df["search_term"].astype(str).map(query_id_of),
             "item_id": df["product_uid"],
-            "grade": grade_from_rating(rating).where(rating.notna()),
             "raw_label": df["relevance"],
             "raw_score": rating,
-            "source": "homedepot",
-            "judged_at": judged_at,
         }
     )
+    # A few pairs were rated under two spellings of the same query: one judgment per
+    # pair, the mean of the ratings (each already a mean of about three raters).
+    judgments = (
+        pairs.groupby(["query_id", "item_id"], sort=False, dropna=False)
+        .agg(raw_score=("raw_score", "mean"), raw_label=("raw_label", lambda s: "|".join(map(str, s))))
+        .reset_index()
+    )
+    judgments["grade"] = grade_from_rating(judgments["raw_score"]).where(judgments["raw_score"].notna())
+    judgments["source"] = "homedepot"
+    judgments["judged_at"] = judged_at
     return {"catalog": catalog, "queries": queries, "judgments": judgments}
