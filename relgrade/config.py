@@ -64,6 +64,10 @@ class SimulationConfig(_Strict):
     advertiser_share: float = 0.3
     ad_budget_median: float = 4.0
     ad_budget_sigma: float = 1.2
+    # added by the simulator issue: ad auction score = bid * ((1 - w) + w * lexical), bids
+    # lognormal with median 1 and this sigma (docs/simulator.md)
+    ad_bid_sigma: float = 0.5
+    ad_relevance_weight: float = 0.5
     # position-based click model: examine(p) = 1 / p ** position_bias_eta
     position_bias_eta: float = 1.0
     # attractiveness = sigmoid(bias + rel*relevance01 + pop*popularity + price*cheapness
@@ -112,6 +116,65 @@ class PrefectConfig(_Strict):
     task_retry_delay_seconds: float = 1.0
 
 
+class MiningConfig(_Strict):
+    """Multi-channel retrieval mining and the retrieval prior (docs/mining.md)."""
+
+    k: int = Field(100, ge=1)  # top-K per channel per query
+    channels: list[Literal["lexical", "dense", "behavioral", "external"]] = Field(
+        default_factory=lambda: ["lexical", "dense", "behavioral"]
+    )  # "external" also runs whenever external_path is set
+    external_path: str | None = None  # Parquet: query_id (or query), item_id, rank, score
+    # mining instant (UTC); None = end of the simulated log (start_date + days)
+    snapshot_ts: datetime | None = None
+    query_batch_size: int = 1000
+    progress_every_s: float = 5.0
+    # lexical: BM25 (bm25s) over product-tokenized titles
+    lexical_k1: float = 1.5
+    lexical_b: float = 0.75
+    # dense: base MiniLM + FAISS; exact IndexFlatIP up to dense_exact_max_items items
+    dense_batch_size: int = 64
+    dense_max_seq_length: int = 128
+    dense_precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast: cos >= 0.9999 to fp32
+    dense_exact_max_items: int = 200_000
+    dense_ann: Literal["hnsw", "ivf"] = "hnsw"
+    dense_hnsw_m: int = 32
+    dense_hnsw_ef_construction: int = 80
+    dense_hnsw_ef_search: int = 256
+    dense_ivf_nlist: int | None = None  # None = 4 * sqrt(items)
+    dense_ivf_nprobe: int = 32
+    dense_recall_sample: int = 500  # queries used to measure ANN recall against exact
+    dense_threads: int = 2
+    dense_cache_dir: str | None = None  # None = <data_root>/cache/embeddings
+    # behavioural: engagement graph from events before the snapshot
+    behavioral_click_weight: float = 1.0
+    behavioral_add_to_cart_weight: float = 2.0
+    behavioral_order_weight: float = 3.0
+    behavioral_half_life_days: float | None = 28.0
+    behavioral_lookback_days: float | None = None
+    behavioral_neighbors: int = 10
+    behavioral_min_similarity: float = 0.5
+    behavioral_neighbor_weight: float = 0.5
+    # prior = (1 - agreement_weight) * weighted reciprocal rank + agreement_weight * agreement share
+    prior_weights: dict[str, float] = Field(
+        default_factory=lambda: {"lexical": 1.0, "dense": 1.0, "behavioral": 1.0, "external": 1.0}
+    )
+    prior_rank_constant: float = Field(10.0, gt=0)
+    prior_agreement_weight: float = Field(0.25, ge=0, le=1)
+    # categories and levels
+    near_top_rank: int = 10  # easy positive: every active channel ranks it within this
+    high_rank: int = 10  # "ranks it high": within this
+    positive_grade: int = 2  # refine_levels: grade >= this is a positive
+    report_split: Literal["train", "dev", "test"] = "dev"
+
+    @field_validator("prior_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"lexical", "dense", "behavioral", "external"}
+        if set(v) - known or any(w < 0 for w in v.values()):
+            raise ValueError(f"prior_weights: keys in {sorted(known)}, values >= 0; got {v}")
+        return v
+
+
 class RelgradeConfig(_Strict):
     profile: str = "default"
     data_root: str = "var/default"
@@ -121,6 +184,7 @@ class RelgradeConfig(_Strict):
     feast: FeastConfig = FeastConfig()
     validation: ValidationConfig = ValidationConfig()
     prefect: PrefectConfig = PrefectConfig()
+    mining: MiningConfig = MiningConfig()
 
     @property
     def paths(self) -> "Paths":
