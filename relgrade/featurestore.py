@@ -202,6 +202,15 @@ def historical_features(
     feats = features or definitions().TRAINING_SERVICE
     if isinstance(feats, str):
         feats = store.get_feature_service(feats)
+        views = [p.name for p in feats.feature_view_projections]
+    else:
+        views = sorted({ref.split(":", 1)[0] for ref in feats})
+    empty = [v for v in views if not cfg.paths.feature_source(v).exists()]
+    if empty:
+        raise FileNotFoundError(
+            f"feature view(s) {empty} hold no data under {cfg.paths.features}: run the stage that "
+            "publishes them first (docs/architecture.md)"
+        )
     job = store.get_historical_features(entity_df=ent, features=feats, full_feature_names=False)
     out = job.to_df()
     # DuckDB does not keep the entity frame's order

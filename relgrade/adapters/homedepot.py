@@ -28,6 +28,13 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
     bad = rating.isna() & df["relevance"].notna()
     if bad.any():
         raise ContractError(f"{path}: {int(bad.sum())} non-numeric relevance value(s), e.g. {df.loc[bad, 'relevance'].iloc[0]!r}")
+    off_scale = rating.notna() & ~rating.between(1.0, 3.0)
+    if off_scale.any():
+        first = int(off_scale.to_numpy().argmax())
+        raise ContractError(
+            f"{path}: {int(off_scale.sum())} relevance value(s) outside the 1..3 rating scale, "
+            f"e.g. {df['relevance'].iloc[first]!r} on data row {first + 1}"
+        )
     queries = queries_frame(df["search_term"])
     catalog = (
         df[["product_uid", "product_title"]]

@@ -1,0 +1,29 @@
+"""Test session setup: Prefect, Great Expectations and Hugging Face point at a private
+temporary home before any of them is imported, and nothing may touch the network."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="relgrade-tests-"))
+os.environ.setdefault("PREFECT_HOME", str(_HOME / "prefect"))
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_HOME / "prefect" / "storage"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("RELGRADE_PROFILE", None)
+os.environ.pop("RELGRADE_DATA_ROOT", None)
+
+
+@pytest.fixture
+def quick_cfg(tmp_path):
+    """The quick profile with its data root in a fresh temporary folder."""
+    from relgrade.config import load_config
+
+    return load_config("quick", overrides={"data_root": str(tmp_path / "data")})
