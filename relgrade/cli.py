@@ -15,6 +15,7 @@ import typer
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode="markdown",  # docstring paragraphs wrap to the terminal
     no_args_is_help=True,
     help="relgrade: relevance-graded training data for product-search retrievers. "
     "Every command runs a Prefect flow on the chosen config profile; outputs land under "
@@ -31,6 +32,8 @@ def _setup(profile: str, data_root: Optional[str], name: str):
     overrides = {"data_root": data_root} if data_root else None
     cfg = get_config(profile, overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "great_expectations", "urllib3", "feast.infra.registry.registry"):  # per-request chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     log_path = log_to_file(cfg, name)
     return cfg, overrides, log_path
 
@@ -96,13 +99,122 @@ def materialize(
 
 
 @app.command()
-def pipeline(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
-    """Run every stage in order (ingest, simulate, materialize, ...); finished stages
-    are cached and skipped on rerun."""
+def mine(
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    external: Optional[str] = typer.Option(
+        None, "--external", help="Parquet of your own retriever's output (query_id or query, item_id, rank, score): "
+        "adds the external channel."),
+):
+    """Mine the retrieval snapshot: run every channel (lexical BM25, dense MiniLM+FAISS,
+    behavioural click graph from events before the snapshot, optional external) as
+    concurrent tasks, write the union table, publish retrieval_prior_fv through the
+    validation gate and write the mining report (reports/mining/report.html)."""
+    cfg, ov, log_path = _setup(profile, data_root, "mine")
+    from flows.mine import mine_flow
+
+    result = _run(mine_flow, profile, ov, external_path=external)
+    typer.echo(json.dumps({k: result[k] for k in ("snapshot_ts", "channels", "union_rows", "union_path", "report")},
+                          default=str)[:4000])
+    _where(cfg, log_path)
+
+
+@app.command()
+def assemble(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+    """Gate engagement by the cascade grade, join prior, grade and gated engagement
+    point-in-time through Feast at the cut (default: the mining snapshot), compute the
+    blended targets, validate (suite training_set) and write training/trainset.parquet,
+    trainset_lists.parquet, manifest.json and the data-quality report."""
+    cfg, ov, log_path = _setup(profile, data_root, "assemble")
+    from flows.assemble import assemble_flow
+
+    typer.echo(json.dumps(_run(assemble_flow, profile, ov), default=str, indent=1))
+    _where(cfg, log_path)
+
+
+@app.command()
+def train(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+    """Train the student bi-encoder from the base MiniLM on training/trainset.parquet with
+    the three-stage curriculum over the five difficulty levels (config: training), and
+    the click-trained baseline on the same queries and budget; save each as a
+    sentence-transformers folder with a model card and a FAISS index of the catalog."""
+    cfg, ov, log_path = _setup(profile, data_root, "train")
+    from flows.train import train_flow
+
+    result = _run(train_flow, profile, ov)
+    typer.echo(json.dumps(result, default=str, indent=1)[:4000])
+    for name, m in result["models"].items():
+        typer.echo(f"  model {name:14s}: {m['path']}  (index: {m['index']})")
+    _where(cfg, log_path)
+
+
+@app.command()
+def evaluate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+    """Evaluate the student, the click-trained baseline, the base MiniLM and BM25 on the
+    held-out human grades (judged-set NDCG@10, embarrassing@3, full-catalog recall@100,
+    by segment, bootstrap 95% intervals); write reports/evaluation/report.{html,json}."""
+    cfg, ov, log_path = _setup(profile, data_root, "evaluate")
+    from flows.evaluate import evaluate_flow
+
+    result = _run(evaluate_flow, profile, ov)
+    typer.echo(json.dumps(result, default=str, indent=1)[:6000])
+    typer.echo(f"  evaluation report: {result['report']['html']}")
+    _where(cfg, log_path)
+
+
+@app.command()
+def experiments(
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    only: list[str] = typer.Option(None, "--only", help="Only these extra runs (no_curriculum, grades_only, scaling_0.1, ...)."),
+    retrain: bool = typer.Option(False, "--retrain", help="Retrain models whose folders already exist."),
+):
+    """Baselines, ablations (no curriculum, grades only) and data scaling (10/30/100% of
+    the teacher-graded pairs), trained and evaluated together; writes
+    reports/experiments/report.{html,json} and benchmarks/results/training_experiments.json.
+    Not part of the pipeline (each extra model costs a training run and a catalog encoding)."""
+    cfg, _, log_path = _setup(profile, data_root, "experiments")
+    from training.experiments import run_experiments
+
+    result = _run(run_experiments, cfg, only=only or None, reuse=not retrain)
+    typer.echo(json.dumps({k: result[k] for k in ("metrics", "targets", "data_scaling", "report")}, default=str, indent=1)[:8000])
+    _where(cfg, log_path)
+
+
+@app.command()
+def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+    """Grade every mined (query, item) pair with a calibrated cascade of teachers
+    (GBM on cheap pair features -> fine-tuned cross-encoder -> cross-encoder ensemble),
+    trained on train-split human judgments and calibrated on dev. Grades in resumable
+    chunks, publishes relevance_grade_fv and the grade-refined retrieval_prior_fv through
+    the validation gate, writes grading/grades.parquet and reports/grading/report.html."""
+    cfg, ov, log_path = _setup(profile, data_root, "grade")
+    from flows.grade import grade_flow
+
+    res = _run(grade_flow, profile, ov)
+    c = res["metrics"]["cascade"]
+    typer.echo(json.dumps({"pairs": res["union"]["pairs"], "thresholds": res["thresholds"],
+                           "test_qwk": {k: round(res["metrics"][k]["qwk"], 4) for k in ("stage1", "stage2", "stage3", "cascade")},
+                           "test_rmse_cascade": round(c["rmse_raw"], 4),
+                           "compute_share_of_stage3": round(c["compute_share_of_stage3"], 4),
+                           "union_escalated": [round(res["union"]["escalated_to_stage2"], 4),
+                                               round(res["union"]["escalated_to_stage3"], 4)],
+                           "total_s": round(res["timings_s"]["total"], 1), "report": res["report"]["html"]}))
+    _where(cfg, log_path)
+
+
+@app.command()
+def pipeline(
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    until: str = typer.Option("evaluate", "--until", help="Stop after this stage (ingest, simulate, materialize, mine, grade, assemble, train, evaluate)."),
+):
+    """Run every stage in order: ingest, simulate, materialize, mine, grade, assemble,
+    train, evaluate. Finished stages are cached and skipped on rerun."""
     cfg, ov, log_path = _setup(profile, data_root, "pipeline")
     from flows.pipeline import pipeline_flow
 
-    result = _run(pipeline_flow, profile, ov)
+    result = _run(pipeline_flow, profile, ov, until=until)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "locations"}, default=str)[:4000])
     _where(cfg, log_path)
 

@@ -69,7 +69,7 @@ def item_texts(catalog: pd.DataFrame) -> pd.Series:
     if "brand" not in catalog.columns:
         return title.reset_index(drop=True)
     brand = catalog["brand"].fillna("").astype(str)
-    add = (brand != "") & [b.lower() not in t.lower() for b, t in zip(brand, title)]
+    add = (brand != "").to_numpy() & np.array([b.lower() not in t.lower() for b, t in zip(brand, title)], dtype=bool)
     return pd.Series(np.where(add, brand + " " + title, title)).reset_index(drop=True)
 
 
@@ -319,7 +319,8 @@ class DenseChannel(Channel):
 
         model = load_model(self.model_path, self.threads)
         n = len(texts)
-        dim = model.get_sentence_embedding_dimension()
+        dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+               else model.get_sentence_embedding_dimension())
         out = np.zeros((n, dim), dtype=np.float32)
         if n == 0:
             return out
@@ -374,7 +375,7 @@ class DenseChannel(Channel):
         index.train(train)
         index.add(emb)
         index.nprobe = min(self.ivf_nprobe, nlist)
-        index._relgrade_quantizer = quantizer  # keep the quantizer alive with the index
+        self._ivf_quantizer = quantizer  # faiss also references it from the index; keep it alive regardless
         return index
 
     def fit(self, catalog: pd.DataFrame, progress: ProgressFn | None = None) -> "DenseChannel":
