@@ -1,0 +1,130 @@
+"""Calibration and agreement metrics.
+
+* Temperature scaling: one scalar ``T`` per teacher, fitted on dev by minimizing the
+  negative log-likelihood of the human grades; calibrated probabilities are
+  ``softmax(logits / T)``. It keeps the arg-max grade and fixes over/under-confidence.
+* Expected calibration error (ECE): equal-width bins of the confidence (max
+  probability), ``sum_b |acc_b - conf_b| * n_b / n``; the reliability plot shows the
+  same bins.
+* Scale map: isotonic regression from the expected grade (0..3) to the source's raw
+  score (Home Depot mean rating 1..3), fitted on dev, for RMSE on the original scale.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+N_GRADES = 4
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(p).mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature minimizing dev NLL (bounded to [0.05, 20])."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        raise ValueError("temperature scaling needs at least one labelled dev pair")
+    res = minimize_scalar(lambda lt: nll(softmax(logits / np.exp(lt)), y), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> list[dict]:
+    conf = probs.max(axis=1)
+    pred = probs.argmax(axis=1)
+    correct = pred == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
+                    "confidence": float(conf[m].mean()) if m.any() else None,
+                    "accuracy": float(correct[m].mean()) if m.any() else None})
+    return out
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    n = len(y)
+    if n == 0:
+        return float("nan")
+    return float(sum(abs(b["accuracy"] - b["confidence"]) * b["n"] / n for b in reliability(probs, y, bins) if b["n"]))
+
+
+@dataclass
+class ScaleMap:
+    """Expected grade (0..3) -> raw score (e.g. 1..3 mean rating), isotonic, fitted on dev."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def fit(cls, expected: np.ndarray, raw: np.ndarray) -> "ScaleMap":
+        from sklearn.isotonic import IsotonicRegression
+
+        ok = ~np.isnan(raw)
+        iso = IsotonicRegression(out_of_bounds="clip").fit(expected[ok], raw[ok])
+        return cls(np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float))
+
+    def __call__(self, expected: np.ndarray) -> np.ndarray:
+        return np.interp(expected, self.x, self.y)
+
+    def to_json(self) -> dict:
+        return {"x": self.x.tolist(), "y": self.y.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ScaleMap":
+        return cls(np.asarray(d["x"], dtype=float), np.asarray(d["y"], dtype=float))
+
+
+def decide_grade(probs: np.ndarray, rule: str = "quadratic") -> np.ndarray:
+    """The grade of each distribution: ``argmax`` (most probable grade) or
+    ``quadratic`` (the integer nearest the expected grade: the Bayes decision under the
+    squared-error loss that quadratic weighted kappa and RMSE charge)."""
+    if rule == "argmax":
+        return probs.argmax(axis=1).astype(np.int64)
+    if rule == "quadratic":
+        return np.clip(np.floor(probs @ np.arange(probs.shape[1]) + 0.5), 0, probs.shape[1] - 1).astype(np.int64)
+    raise ValueError(f"unknown grade rule {rule!r} (argmax | quadratic)")
+
+
+def qwk(y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(y, pred, weights="quadratic", labels=list(range(N_GRADES))))
+
+
+def agreement_metrics(probs: np.ndarray, y: np.ndarray, raw: np.ndarray | None = None,
+                      scale: ScaleMap | None = None, positive_grade: int = 2, bins: int = 15,
+                      rule: str = "quadratic") -> dict:
+    """Exact, within-one, binary (grade >= positive_grade) agreement, QWK, ECE and RMSE
+    on the raw scale (through ``scale``) of calibrated ``probs`` against human ``y``."""
+    pred = decide_grade(probs, rule)
+    expected = probs @ np.arange(N_GRADES)
+    out = {
+        "n": int(len(y)),
+        "exact": float((pred == y).mean()),
+        "within_one": float((np.abs(pred - y) <= 1).mean()),
+        "binary": float(((pred >= positive_grade) == (y >= positive_grade)).mean()),
+        "qwk": qwk(y, pred),
+        "ece": ece(probs, y, bins),
+        "nll": nll(probs, y),
+        "mean_confidence": float(probs.max(axis=1).mean()),
+    }
+    if raw is not None and scale is not None:
+        ok = ~np.isnan(raw)
+        out["rmse_raw"] = float(np.sqrt(np.mean((scale(expected[ok]) - raw[ok]) ** 2)))
+    return out

@@ -1,0 +1,222 @@
+"""Stage-1 pair features: cheap, vectorized over every (query, item) pair.
+
+For pairs given as integer codes into the query and catalog tables, every feature is a
+sparse row-gather plus an element-wise product (no Python loop over token lists), so
+the whole mined union (millions of pairs) is featurized in seconds:
+
+=====================  ===========================================================
+feature                definition
+=====================  ===========================================================
+bm25                   BM25 (bm25s weights of the mining lexical channel) of the
+                       query's product tokens against the item text
+cosine                 cosine of the base MiniLM embeddings (the mining dense
+                       channel's embedding cache: no re-encoding when it ran)
+q_tokens, t_tokens     product-token counts of query and item text
+overlap, overlap_frac  distinct query tokens found in the item text (count, share)
+idf_overlap            IDF-weighted share of the query's tokens found in the item
+jaccard                token-set Jaccard
+num_tokens, num_frac   numeric query tokens (sizes, counts) and the share found
+first_hit, last_hit    the first / last query token (often the head noun) found
+phrase_hit             the normalized query is a substring of the normalized title
+rank_*, score_beh.     mining channel ranks (NaN when the channel missed the item or
+agreement, prior       the pair is not in the union), agreement, retrieval prior
+=====================  ===========================================================
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from relgrade.config import RelgradeConfig
+from relgrade.mining.channels import _catalog_frame, _query_frame, item_texts
+from relgrade.mining.tokenize import normalize, tokenize_many
+
+log = logging.getLogger("relgrade.grading")
+
+FEATURES = [
+    "bm25", "cosine", "q_tokens", "t_tokens", "overlap", "overlap_frac", "idf_overlap", "jaccard",
+    "num_tokens", "num_frac", "first_hit", "last_hit", "phrase_hit",
+    "rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior",
+]
+UNION_FEATURES = ["rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior"]
+
+
+def _is_num(tok: str) -> bool:
+    return tok[:1].isdigit()
+
+
+class PairFeaturizer:
+    """Fitted once on the catalog and query table; :meth:`transform` featurizes pairs.
+
+    ``pair_codes(frame)`` maps ``query_id, item_id`` to row codes; pairs whose query or
+    item is unknown raise (a grade must refer to the contract tables).
+    """
+
+    def __init__(self, cfg: RelgradeConfig, catalog: pd.DataFrame, queries: pd.DataFrame, union: pd.DataFrame | None = None):
+        from relgrade.mining.run import make_channel
+
+        t0 = time.perf_counter()
+        self.cat = _catalog_frame(catalog)
+        self.q = _query_frame(queries)
+        self.item_index = pd.Index(self.cat["item_id"].astype(str))
+        self.query_index = pd.Index(self.q["query_id"].astype(str))
+        texts = item_texts(self.cat)
+        self.item_text_arr = texts.to_numpy(dtype=object)
+        # lexical: the mining channel's BM25 weights (same tokenizer, k1, b)
+        lex = make_channel("lexical", cfg)
+        lex.fit(self.cat)
+        M = lex._term_doc_matrix()  # vocab x docs
+        # bm25s numbers tokens in set order (differs per process with string hashing):
+        # renumber alphabetically so sums run in the same order in every process and a
+        # resumed run computes bit-identical features
+        order = sorted(t for t, i in lex.vocab.items() if i < M.shape[0] and t)
+        vocab = {t: i for i, t in enumerate(order)}
+        self.V = len(order)
+        cols = np.fromiter((lex.vocab[t] for t in order), dtype=np.int64, count=self.V)
+        self.bm25_dt = M.T.tocsr()[:, cols].tocsr().astype(np.float32)  # docs x vocab
+        self.bm25_dt.sort_indices()
+        self.item_bin = self.bm25_dt.copy()
+        self.item_bin.data[:] = 1.0
+        self.item_bin.sum_duplicates()
+        self.item_bin.data[:] = 1.0
+        n_docs = self.item_bin.shape[0]
+        df = np.asarray(self.item_bin.sum(axis=0)).ravel()
+        self.idf = np.log1p(n_docs / np.maximum(df, 1.0)).astype(np.float32)
+        self.max_idf = float(np.log1p(n_docs))
+        self.t_tokens = np.array([len(set(t)) for t in tokenize_many(texts)], dtype=np.float32)
+        numeric = np.zeros(self.V, dtype=bool)
+        for tok, i in vocab.items():
+            numeric[i] = _is_num(tok)
+        self.numeric = numeric.astype(np.float32)
+        # queries
+        qtok = tokenize_many(self.q["text"].tolist())
+        rows, cols, data = [], [], []
+        q_tokens = np.zeros(len(qtok), dtype=np.float32)
+        q_idf = np.zeros(len(qtok), dtype=np.float32)
+        q_num = np.zeros(len(qtok), dtype=np.float32)
+        first = np.full(len(qtok), -1, dtype=np.int64)
+        last = np.full(len(qtok), -1, dtype=np.int64)
+        for r, toks in enumerate(qtok):
+            uniq = list(dict.fromkeys(toks))
+            q_tokens[r] = len(uniq)
+            q_num[r] = sum(_is_num(t) for t in uniq)
+            q_idf[r] = sum(float(self.idf[vocab[t]]) if t in vocab else self.max_idf for t in uniq)
+            for t in toks:  # repeated tokens count twice in BM25, as in bm25s
+                if t in vocab:
+                    rows.append(r)
+                    cols.append(vocab[t])
+                    data.append(1.0)
+            if toks:
+                first[r] = vocab.get(toks[0], -1)
+                last[r] = vocab.get(toks[-1], -1)
+        self.q_counts = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(len(qtok), self.V))
+        self.q_counts.sum_duplicates()
+        self.q_bin = self.q_counts.copy()
+        self.q_bin.data[:] = 1.0
+        self.q_tokens, self.q_idf, self.q_num, self.q_first, self.q_last = q_tokens, q_idf, q_num, first, last
+        self.q_norm = np.array([" ".join(normalize(t).split()) for t in self.q["text"]], dtype=object)
+        self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
+        # dense: the mining channel's cached embeddings (encoded on a cache miss)
+        dense = make_channel("dense", cfg)
+        self.item_emb = dense.encode(texts.tolist(), what="items")
+        self.query_emb = dense.encode(self.q["text"].tolist(), what="queries")
+        self.dense_cache_hit = bool(dense.stats.get("items_cache_hit")) and bool(dense.stats.get("queries_cache_hit"))
+        # union lookup for channel ranks
+        self.union_key = None
+        if union is not None and len(union):
+            self.union_key = pd.MultiIndex.from_arrays([union["query_id"].astype(str), union["item_id"].astype(str)])
+            self.union_vals = np.column_stack([
+                pd.to_numeric(union[c], errors="coerce").astype("float64").to_numpy() if c in union.columns
+                else np.full(len(union), np.nan) for c in UNION_FEATURES
+            ]).astype(np.float32)
+        self.fit_s = time.perf_counter() - t0
+        log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
+                 len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
+
+    # ------------------------------------------------------------------ codes
+    def pair_codes(self, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        qi = self.query_index.get_indexer(pairs["query_id"].astype(str))
+        ii = self.item_index.get_indexer(pairs["item_id"].astype(str))
+        bad = (qi < 0) | (ii < 0)
+        if bad.any():
+            from relgrade.contract import ContractError
+
+            r = pairs[bad].iloc[0]
+            raise ContractError(f"{int(bad.sum())} pair(s) name a query or item missing from the contract tables, "
+                                f"e.g. ({r['query_id']!r}, {r['item_id']!r})")
+        return qi, ii
+
+    def union_features(self, pairs: pd.DataFrame) -> np.ndarray:
+        out = np.full((len(pairs), len(UNION_FEATURES)), np.nan, dtype=np.float32)
+        have = [c for c in UNION_FEATURES if c in pairs.columns]
+        if len(have) == len(UNION_FEATURES):  # the pairs are union rows: take their own values
+            for j, c in enumerate(UNION_FEATURES):
+                out[:, j] = pd.to_numeric(pairs[c], errors="coerce").astype("float64").to_numpy()
+        elif self.union_key is not None:
+            pos = self.union_key.get_indexer(pd.MultiIndex.from_arrays(
+                [pairs["query_id"].astype(str), pairs["item_id"].astype(str)]))
+            ok = pos >= 0
+            out[ok] = self.union_vals[pos[ok]]
+        agr = UNION_FEATURES.index("agreement")
+        pri = UNION_FEATURES.index("retrieval_prior")
+        out[:, agr] = np.nan_to_num(out[:, agr], nan=0.0)  # not in the union: no channel found it
+        out[:, pri] = np.nan_to_num(out[:, pri], nan=0.0)
+        return out
+
+    # ------------------------------------------------------------------ features
+    def transform(self, pairs: pd.DataFrame) -> np.ndarray:
+        """(n, len(FEATURES)) float32 matrix for ``pairs`` (query_id, item_id [, union columns])."""
+        qi, ii = self.pair_codes(pairs)
+        n = len(pairs)
+        X = np.zeros((n, len(FEATURES)), dtype=np.float32)
+        if n == 0:
+            return X
+        Qc = self.q_counts[qi]
+        Qb = self.q_bin[qi]
+        Tb = self.item_bin[ii]
+        bm25 = np.asarray(Qc.multiply(self.bm25_dt[ii]).sum(axis=1)).ravel()
+        hit = Qb.multiply(Tb).tocsr()
+        overlap = np.asarray(hit.sum(axis=1)).ravel()
+        idf_hit = hit @ self.idf
+        num_hit = hit @ self.numeric
+        q_tok = self.q_tokens[qi]
+        t_tok = self.t_tokens[ii]
+        cos = np.einsum("ij,ij->i", self.query_emb[qi], self.item_emb[ii])
+        first, last = self.q_first[qi], self.q_last[qi]
+
+        def has(tokcol: np.ndarray) -> np.ndarray:
+            ok = tokcol >= 0
+            v = np.zeros(n, dtype=np.float32)
+            if ok.any():
+                v[ok] = np.asarray(self.item_bin[ii[ok], tokcol[ok]]).ravel()
+            return v
+
+        qn, tn = self.q_norm[qi], self.t_norm[ii]
+        phrase = np.fromiter((a in b for a, b in zip(qn, tn)), dtype=bool, count=n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X[:, 0] = bm25
+            X[:, 1] = cos
+            X[:, 2] = q_tok
+            X[:, 3] = t_tok
+            X[:, 4] = overlap
+            X[:, 5] = np.where(q_tok > 0, overlap / np.maximum(q_tok, 1), 0.0)
+            X[:, 6] = np.where(self.q_idf[qi] > 0, idf_hit / np.maximum(self.q_idf[qi], 1e-6), 0.0)
+            X[:, 7] = overlap / np.maximum(q_tok + t_tok - overlap, 1)
+            X[:, 8] = self.q_num[qi]
+            X[:, 9] = np.where(self.q_num[qi] > 0, num_hit / np.maximum(self.q_num[qi], 1), np.nan)
+            X[:, 10] = has(first)
+            X[:, 11] = has(last)
+            X[:, 12] = phrase
+        X[:, 13:] = self.union_features(pairs)
+        return X
+
+    def texts(self, pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """(query texts, item texts) for the cross-encoder stages."""
+        qi, ii = self.pair_codes(pairs)
+        qt = self.q["text"].to_numpy(dtype=object)[qi]
+        it = self.item_text_arr[ii]
+        return list(qt), list(it)
