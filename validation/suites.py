@@ -238,3 +238,86 @@ def _as_float_for_gx(df: pd.DataFrame) -> pd.DataFrame:
         else:
             out[c] = s
     return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- training set (assemble stage)
+@dataclass
+class TrainingSetContext(GateContext):
+    """Bounds for the assembled training set (from ``assemble`` config)."""
+
+    min_list_size: int = 1
+    max_list_size: int = 1000
+    max_level_share: float = 0.95
+    min_levels_present: int = 2
+    gate_min_grade: int = 2
+
+
+TRAINING_SET_REQUIRED = [
+    "query_id", "item_id", "event_timestamp", "query_text", "item_title", "segment", "retrieval_prior", "agreement",
+    "category", "difficulty_level", "grade", "expected_grade", "confidence", "impressions_28d", "clicks_28d",
+    "ctr_raw_28d", "ctr_debiased_28d", "gated_preference", "target", "grade_target", "click_target",
+]
+TRAINING_SET_VIEWS = ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")
+
+
+def training_set_suite(df: pd.DataFrame, ctx: GateContext):
+    """The assembled training set: keys, target ranges, list sizes per query, difficulty
+    level shares, gating, no excluded (test) query, and no leakage: for each view the
+    ``known_at_<view>`` column (earliest instant the joined values were stored, from
+    relgrade.assemble.build.feature_known_at) is <= the row's event_timestamp."""
+    gxe = _gxe()
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    _columns(exp, TRAINING_SET_REQUIRED + [f"known_at_{v}" for v in TRAINING_SET_VIEWS])
+    df = _common_keys(df, ctx, exp, "event_timestamp", ["query_id", "item_id"])
+    lo, hi = getattr(ctx, "min_list_size", 1), getattr(ctx, "max_list_size", 1000)
+    max_share = getattr(ctx, "max_level_share", 0.95)
+    min_levels = getattr(ctx, "min_levels_present", 2)
+    gate_grade = getattr(ctx, "gate_min_grade", 2)
+    size = df.groupby("query_id")["item_id"].transform("size")
+    lvl = pd.to_numeric(df["difficulty_level"], errors="coerce")
+    share = lvl.map(lvl.value_counts(normalize=True))
+    grade = pd.to_numeric(df["grade"], errors="coerce")
+    checks = {
+        "chk_list_size": size.astype("int64"),
+        "chk_level_share": share.astype("float64"),
+        "chk_gate_respected": df["gated_preference"].isna() | (grade >= gate_grade),
+    }
+    if ctx.excluded_query_ids is not None:
+        checks["chk_query_not_excluded"] = ~df["query_id"].isin(ctx.excluded_query_ids)
+    ev = pd.to_datetime(df["event_timestamp"], utc=True)
+    for v in TRAINING_SET_VIEWS:
+        col = f"known_at_{v}"
+        if col in df.columns:
+            known = pd.to_datetime(df[col], utc=True)
+            checks[f"chk_no_leak_{v}"] = known.isna() | (known <= ev)
+    df = df.assign(**checks)
+    exp += [
+        gxe.ExpectColumnValuesToBeBetween(column="chk_list_size", min_value=lo, max_value=hi),
+        gxe.ExpectColumnValuesToBeBetween(column="chk_level_share", min_value=0.0, max_value=max_share),
+        gxe.ExpectColumnUniqueValueCountToBeBetween(column="difficulty_level", min_value=min_levels, max_value=5),
+        gxe.ExpectColumnValuesToNotBeNull(column="difficulty_level"),
+        gxe.ExpectColumnValuesToBeBetween(column="difficulty_level", min_value=1, max_value=5),
+        gxe.ExpectColumnValuesToBeInSet(column="chk_gate_respected", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="grade", value_set=list(GRADES)),
+        gxe.ExpectColumnValuesToBeBetween(column="expected_grade", min_value=0.0, max_value=3.0),
+        gxe.ExpectColumnValuesToBeInSet(column="segment", value_set=list(SEGMENTS)),
+        gxe.ExpectColumnValuesToNotBeNull(column="query_text"),
+        gxe.ExpectColumnValuesToNotBeNull(column="item_title"),
+        gxe.ExpectColumnValuesToBeBetween(column="impressions_28d", min_value=0),
+    ]
+    _unit_interval(exp, ["target", "retrieval_prior"], True)
+    _unit_interval(exp, ["grade_target", "click_target", "gated_preference", "confidence"], False)
+    for c in checks:
+        if c.startswith("chk_no_leak_") or c == "chk_query_not_excluded":
+            exp.append(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True]))
+    # hand GX only the columns the expectations read (a 2M-row set has ~70 columns)
+    used = []
+    for e in exp:
+        for k in ("column", "column_A", "column_B"):
+            if getattr(e, k, None):
+                used.append(getattr(e, k))
+        used += list(getattr(e, "column_list", None) or [])
+    return df[[c for c in dict.fromkeys(used) if c in df.columns]], exp
+
+
+register("training_set", training_set_suite)
