@@ -1,32 +1,51 @@
-"""The pipeline flow: every stage that exists, in order. Each stage is cached on its
-inputs, so rerunning the pipeline skips finished work and gives the same result."""
+"""The pipeline flow: every stage in order (docs/architecture.md). Each stage is cached
+on its inputs, so rerunning the pipeline skips finished work and gives the same result."""
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.assemble import assemble_flow
+from flows.evaluate import evaluate_flow
+from flows.grade import grade_flow
 from flows.ingest import ingest_flow
 from flows.materialize import materialize_flow
+from flows.mine import mine_flow
 from flows.runtime import get_config
 from flows.simulate import simulate_flow
+from flows.train import train_flow
+
+STAGES = ("ingest", "simulate", "materialize", "mine", "grade", "assemble", "train", "evaluate")
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
+def pipeline_flow(profile: str = "default", overrides: dict | None = None, until: str = "evaluate") -> dict[str, Any]:
+    """Run the stages in order, up to and including ``until``."""
+    if until not in STAGES:
+        raise ValueError(f"until must be one of {STAGES}, got {until!r}")
     logger = get_run_logger()
     cfg = get_config(profile, overrides)
-    result = {
-        "ingest": ingest_flow(profile, overrides),
-        "simulate": simulate_flow(profile, overrides),
-        "materialize": materialize_flow(profile, overrides),
+    flows = {
+        "ingest": ingest_flow,
+        "simulate": simulate_flow,
+        "materialize": materialize_flow,
+        "mine": mine_flow,
+        "grade": grade_flow,
+        "assemble": assemble_flow,
+        "train": train_flow,
+        "evaluate": evaluate_flow,
     }
+    result: dict[str, Any] = {}
+    for stage in STAGES[: STAGES.index(until) + 1]:
+        result[stage] = flows[stage](profile, overrides)
     p = cfg.paths
     result["locations"] = {
         "feature_store": str(p.feast / "feature_store.yaml"),
         "offline_features": str(p.features),
         "data_docs": str(p.data_docs / "index.html"),
         "reports": str(p.reports),
+        "student_model": str(p.root / "models" / "student"),
         "logs": str(p.logs),
         "prefect_home": str(p.prefect_home),
     }

@@ -1,0 +1,44 @@
+"""Train flow: the assembled training set -> the student bi-encoder (three-stage
+curriculum) and the click-trained baseline, each a sentence-transformers folder under
+<data_root>/models/ with a model card and a FAISS index of the catalog."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.runtime import get_config, stage_key, write_stage_manifest
+from relgrade.config import RelgradeConfig
+from training.args import models_dir, pipeline_runs, trainset_path
+from training.index import INDEX_FILE
+from training.student import train
+
+
+def _key(context, parameters) -> str | None:
+    cfg: RelgradeConfig = parameters["cfg"]
+    inputs = [trainset_path(cfg), cfg.paths.table("catalog")]
+    outputs = [r.output_dir / f for r in pipeline_runs(cfg) for f in (INDEX_FILE, "model.safetensors", "README.md")]
+    return stage_key("train", cfg, ["training"], inputs, outputs)
+
+
+@task(name="train", cache_key_fn=_key, persist_result=True)
+def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
+    logger = get_run_logger()
+    result: dict[str, Any] = {"stage": "train", "models": {}}
+    for run in pipeline_runs(cfg):
+        s = train(cfg, run)
+        result["models"][run.name] = {
+            "path": str(run.output_dir), "index": str(run.output_dir / INDEX_FILE), "train_s": s["train_s"],
+            "total_s": s["total_s"], "stages": [{k: st.get(k) for k in ("name", "loss", "examples", "steps", "examples_per_s")}
+                                                for st in s["stages"]]}
+        logger.info("%s: trained in %.0fs (%.0fs with the catalog index) -> %s", run.name, s["train_s"], s["total_s"],
+                    run.output_dir)
+    write_stage_manifest(models_dir(cfg) / "train_manifest.json", result)
+    return result
+
+
+@flow(name="train", log_prints=True)
+def train_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
+    """Train the student (curriculum) and the click-trained baseline on the training set."""
+    cfg = get_config(profile, overrides)
+    return train_stage(cfg)

@@ -1,0 +1,270 @@
+"""Student training and evaluation on a real slice of the bundled data (the quick
+profile's 400 queries and 2.5k-item catalog), with a training set in the assemble
+stage's exact contract built by tests/training_fixtures.py (train-split queries only).
+
+Pure logic (curriculum plan, pair building, metrics with hand-computed values,
+bootstrap) runs on small frames; one tiny real training run (a few dozen optimizer
+steps) checks the model folder, its card and index, and that training moved the model
+toward its targets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from relgrade.config import load_config
+from relgrade.contract import ContractError
+from training.args import TrainRun, click_run, student_run, trainset_path
+from training.curriculum import plan, stage_examples
+from training.data import load_trainset, prepare, subsample_graded
+
+TINY_CURRICULUM = [
+    {"name": "pointwise", "levels": [1, 2], "loss": "cosent", "max_examples": 128, "learning_rate": 1e-4},
+    {"name": "in_batch", "levels": [1, 2, 3], "loss": "mnrl", "max_examples": 64, "learning_rate": 1e-4},
+    {"name": "hard_negative", "levels": [1, 2, 3, 4, 5], "loss": "margin_mse", "max_examples": 128, "learning_rate": 1e-4},
+]
+
+
+def _cfg(root, **training):
+    return load_config("quick", overrides={"data_root": str(root), "dataset": {"max_queries": 240}, "training": {
+        "curriculum": TINY_CURRICULUM, "batch_size": 16, **training}, "evaluation": {"bootstrap": 200}})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from training_fixtures import write_contract, write_trainset
+
+    root = tmp_path_factory.mktemp("training_root")
+    cfg = _cfg(root)
+    tables = write_contract(cfg)
+    ts = write_trainset(cfg, tables)
+    return {"root": root, "cfg": cfg, "tables": tables, "trainset": ts}
+
+
+@pytest.fixture(scope="module")
+def frame(world):
+    return load_trainset(trainset_path(world["cfg"]), "target")
+
+
+# --------------------------------------------------------------------------- data
+def test_trainset_fixture_uses_train_queries_only(world):
+    q = world["tables"]["queries"]
+    split = dict(zip(q["query_id"], q["split"]))
+    assert set(world["trainset"]["query_id"].map(split)) == {"train"}
+
+
+def test_prepare_types_targets_and_percentiles(world, frame):
+    ts = world["trainset"]
+    assert len(frame) == len(ts)  # every fixture row has a blended target
+    assert frame["pct"].between(0, 1).all()
+    # percentiles order rows like the target does
+    order = np.argsort(frame["target"].to_numpy(), kind="stable")
+    assert (np.diff(frame["pct"].to_numpy()[order]) >= -1e-12).all()
+    click = prepare(ts, "click_target")
+    assert len(click) == int(ts["click_target"].notna().sum()) < len(ts)
+
+
+def test_contract_violations_are_rejected(world, tmp_path):
+    ts = world["trainset"]
+    with pytest.raises(ContractError, match="missing column"):
+        prepare(ts.drop(columns=["difficulty_level"]), "target")
+    bad = ts.copy()
+    bad.loc[0, "difficulty_level"] = 7
+    with pytest.raises(ContractError, match="outside 1..5"):
+        prepare(bad, "target")
+    with pytest.raises(ContractError, match="not found"):
+        load_trainset(tmp_path / "nope.parquet", "target")
+
+
+def test_subsample_graded_keeps_every_ungraded_pair(frame):
+    sub = subsample_graded(frame, 0.3, seed=1)
+    assert (~sub["graded"]).sum() == (~frame["graded"]).sum()
+    share = sub["graded"].sum() / frame["graded"].sum()
+    assert 0.25 < share < 0.35
+    assert subsample_graded(frame, 1.0, seed=1) is frame
+
+
+# --------------------------------------------------------------------------- curriculum
+def test_curriculum_adds_levels_stage_by_stage(world):
+    t = world["cfg"].training
+    stages = plan(t)
+    assert [s.levels for s in stages] == [(1, 2), (1, 2, 3), (1, 2, 3, 4, 5)]
+    assert [s.new_levels for s in stages] == [(1, 2), (3,), (4, 5)]
+    assert [s.loss for s in stages] == ["cosent", "mnrl", "margin_mse"]
+    flat = plan(t, use_curriculum=False)
+    assert all(s.levels == (1, 2, 3, 4, 5) and s.new_levels == () for s in flat)
+    assert [s.loss for s in flat] == [s.loss for s in stages]  # same losses and budget, no schedule
+    assert [s.max_examples for s in flat] == [s.max_examples for s in stages]
+
+
+def test_stage_examples_respect_levels_and_targets(world, frame):
+    t = world["cfg"].training
+    s1, s2, s3 = plan(t)
+    rng = np.random.default_rng(0)
+    uniq = frame.drop_duplicates(["query_text", "item_title"], keep=False)  # same title, other item: ambiguous
+    key = dict(zip(zip(uniq["query_text"], uniq["item_title"]), zip(uniq["level"], uniq["target"], uniq["pct"])))
+    pw = stage_examples(frame, s1, t, rng)
+    assert len(pw) == s1.max_examples
+    for a, b, y in pw.itertuples(index=False):
+        if (a, b) not in key:
+            continue
+        lv, tg, _ = key[(a, b)]
+        assert lv in (1, 2) and y == pytest.approx(tg, abs=1e-6)
+    mn = stage_examples(frame, s2, t, rng)
+    assert list(mn.columns) == ["anchor", "positive"] and 0 < len(mn) <= s2.max_examples
+    assert all(key[(a, p)][2] >= t.positive_percentile and key[(a, p)][0] <= 3
+               for a, p in mn.itertuples(index=False) if (a, p) in key)
+    mm = stage_examples(frame, s3, t, rng)
+    assert 0 < len(mm) <= s3.max_examples
+    checked = 0
+    for q, p, n, y in mm.itertuples(index=False):
+        if (q, p) not in key or (q, n) not in key:
+            continue
+        checked += 1
+        lp, tp, pp = key[(q, p)]
+        ln, tn, pn = key[(q, n)]  # negative of the same query
+        assert pp - pn >= t.min_percentile_gap - 1e-9
+        assert y == pytest.approx(t.margin_scale * (tp - tn), abs=1e-5) and y > 0
+    assert checked > 0.8 * len(mm)
+    # the stage's new levels (4, 5) are over-represented among negatives
+    neg_new = np.mean([key[(q, n)][0] >= 4 for q, _, n, _ in mm.itertuples(index=False) if (q, n) in key])
+    base_share = frame.loc[frame["pct"] <= 1 - t.min_percentile_gap, "level"].ge(4).mean()
+    assert neg_new > base_share
+
+
+# --------------------------------------------------------------------------- metrics
+def _toy_eval():
+    from training.evaluate import EvalData, Scored
+
+    queries = pd.DataFrame({"query_id": ["a", "b", "c"], "text": ["x", "y", "z"], "segment": ["head", "tail", "tail"]})
+    judged = pd.DataFrame({
+        "query_id": ["a", "a", "a", "b", "b", "c"], "item_id": ["i1", "i2", "i3", "i4", "i5", "i6"],
+        "grade": [3, 0, 2, 0, 0, 2], "qi": [0, 0, 0, 1, 1, 2], "ci": [0, 1, 2, 3, 4, 5]})
+    ed = EvalData(queries, judged, np.array(["i1", "i2", "i3", "i4", "i5", "i6"], dtype=object), ["t"] * 6,
+                  np.zeros(6))
+    # query a ranks i2 (grade 0) first, then i1, i3; its top-2 catalog hits hold i1 only
+    sc = Scored(np.array([0.5, 0.9, 0.1, 0.3, 0.2, 0.7]), [{0, 1}, {3}, set()], {})
+    return ed, sc
+
+
+def test_query_metrics_match_hand_computation():
+    from training.evaluate import query_metrics
+
+    ed, sc = _toy_eval()
+    cfg = load_config("quick")
+    m = query_metrics(ed, sc, cfg)
+    dcg = 0 / np.log2(2) + 7 / np.log2(3) + 3 / np.log2(4)
+    idcg = 7 / np.log2(2) + 3 / np.log2(3)
+    assert m.loc[0, "ndcg"] == pytest.approx(dcg / idcg)
+    assert np.isnan(m.loc[1, "ndcg"])  # all judged grade 0: no ideal gain
+    assert m.loc[2, "ndcg"] == pytest.approx(1.0)
+    assert m.loc[0, "emb"] == pytest.approx(1 / 3) and m.loc[1, "emb"] == 1.0 and m.loc[2, "emb"] == 0.0
+    assert m.loc[0, "recall"] == pytest.approx(0.5)  # i1 found, i3 not
+    assert np.isnan(m.loc[1, "recall"]) and m.loc[2, "recall"] == 0.0
+    assert list(m["has_g0"]) == [True, True, False]
+    assert m.loc[0, "ndcg_g0"] == m.loc[0, "ndcg"] and np.isnan(m.loc[2, "ndcg_g0"])
+
+
+def test_bootstrap_intervals_and_paired_ratios():
+    from training.evaluate import aggregate
+
+    cfg = load_config("quick", overrides={"evaluation": {"bootstrap": 500}})
+    rng = np.random.default_rng(0)
+    n = 300
+    seg = np.array(["head", "torso", "tail"])[rng.integers(0, 3, n)]
+    base = rng.uniform(0.4, 0.9, n)
+
+    def frame_(v):
+        return pd.DataFrame({"query_id": np.arange(n).astype(str), "segment": seg, "ndcg": v, "ndcg_g0": v,
+                             "emb": 1 - v, "recall": v, "has_g0": True})
+
+    agg = aggregate({"student": frame_(base * 1.1), "click_trained": frame_(base)}, cfg)
+    s = agg["models"]["student"]["recall@100"]["all"]
+    assert s["lo"] < s["mean"] < s["hi"] and s["n"] == n
+    c = agg["comparisons"]["click_trained"]["recall@100"]
+    assert c["ratio"] == pytest.approx(1.1)
+    assert c["ratio_ci"][0] == pytest.approx(1.1, abs=1e-6) and c["ratio_ci"][1] == pytest.approx(1.1, abs=1e-6)
+    assert {t["target"]: t["met"] for t in agg["targets"]}["student / click-trained recall@100"] is True
+    assert sum(agg["models"]["student"]["ndcg@10"][sg]["n"] for sg in ("head", "torso", "tail")) == n
+
+
+# --------------------------------------------------------------------------- a real run
+@pytest.fixture(scope="module")
+def trained(world):
+    from training.student import train
+
+    cfg = world["cfg"]
+    frame = load_trainset(trainset_path(cfg), "target")
+    summary = train(cfg, student_run(cfg), trainset=frame)
+    return {"summary": summary, "frame": frame}
+
+
+def test_student_folder_loads_with_card_and_index(world, trained):
+    import faiss
+    from sentence_transformers import SentenceTransformer
+
+    cfg = world["cfg"]
+    folder = student_run(cfg).output_dir
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model.get_embedding_dimension() == 384
+    card = (folder / "README.md").read_text()
+    for section in ("## Data", "## Target", "## Curriculum", "## Metrics", "margin_mse", "mnrl", "cosent"):
+        assert section in card
+    index = faiss.read_index(str(folder / "index.faiss"))
+    items = json.loads((folder / "index_items.json").read_text())
+    assert index.ntotal == len(items) == world["tables"]["catalog"]["item_id"].nunique()
+    s = trained["summary"]
+    assert [st["steps"] for st in s["stages"]] == [8, 4, 8]
+    assert all(st["examples_per_s"] > 0 for st in s["stages"])
+
+
+def test_training_moves_the_model_toward_its_targets(world, trained):
+    """On the hard-negative stage's own triples, the trained student orders positive
+    above negative more often, and with a larger margin, than the base model."""
+    from scipy.stats import spearmanr
+    from sentence_transformers import SentenceTransformer
+
+    from training.args import base_model_path
+
+    cfg = world["cfg"]
+    frame = trained["frame"]
+    sample = frame.sample(400, random_state=3)
+    base = SentenceTransformer(base_model_path(cfg), device="cpu")
+    student = SentenceTransformer(str(student_run(cfg).output_dir), device="cpu")
+
+    def corr(m):
+        q = m.encode(sample["query_text"].tolist(), normalize_embeddings=True, batch_size=64)
+        d = m.encode(sample["item_title"].tolist(), normalize_embeddings=True, batch_size=64)
+        return spearmanr((q * d).sum(1), sample["target"]).statistic
+
+    assert corr(student) > corr(base) + 0.005
+
+
+def test_evaluation_report_for_student_and_bm25(world, trained):
+    from training.evaluate import evaluate
+
+    cfg = world["cfg"]
+    rep = evaluate(cfg, {"student": {"kind": "trained", "path": student_run(cfg).output_dir}, "bm25": {"kind": "bm25"}})
+    q = world["tables"]["queries"]
+    assert rep["queries"] == q.loc[q["split"] == "test", "query_id"].nunique() or rep["queries"] > 30
+    for model in ("student", "bm25"):
+        for metric in ("ndcg@10", "ndcg@10_g0", "emb@3", "recall@100"):
+            v = rep["models"][model][metric]["all"]
+            assert 0 <= v["lo"] <= v["mean"] <= v["hi"] <= 1
+    html_text = open(rep["paths"]["html"]).read()
+    assert "data:image/png;base64," in html_text and "<script" not in html_text
+    saved = json.loads(open(rep["paths"]["json"]).read())
+    assert saved["comparisons"]["bm25"]["recall@100"]["other"] == pytest.approx(rep["models"]["bm25"]["recall@100"]["all"]["mean"])
+    card = (student_run(cfg).output_dir / "README.md").read_text()
+    assert "recall@100" in card  # the card carries the metrics after evaluation
+    # every query / catalog string in the page is escaped
+    from training.evaluate import render_html
+
+    assert rep["examples"], "examples of queries with a grade-0 item"
+    rep["examples"][0]["query"] = "<script>alert(1)</script> & 2\" x 4"
+    rep["examples"][0]["student"][0]["title"] = "<img src=x onerror=y>"
+    page = render_html(rep)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; 2&quot; x 4" in page and "<script" not in page
+    assert "&lt;img src=x onerror=y&gt;" in page

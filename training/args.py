@@ -1,0 +1,111 @@
+"""Typed arguments of one training run and every location the train / evaluate stages use.
+
+The settings live in :class:`relgrade.config.TrainingConfig` / ``EvaluationConfig``
+(``configs/relgrade.yaml``); a :class:`TrainRun` names what differs between the student,
+the baselines and the ablations, so each of them is the same code path with other
+arguments (Tevatron-style: typed arguments in, a thin entry point on top).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from relgrade.config import RelgradeConfig
+
+STUDENT = "student"
+CLICK = "click_trained"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One model to train."""
+
+    name: str  # student, click_trained, no_curriculum, grades_only, scaling_0.1, ...
+    target_column: str  # trainset column used as the training target
+    output_dir: Path  # sentence-transformers folder written by the run
+    use_curriculum: bool = True  # False: every stage draws from all five levels
+    graded_fraction: float = 1.0  # share of teacher-graded pairs kept (data scaling)
+    description: str = ""
+
+    def with_(self, **kw) -> "TrainRun":
+        return replace(self, **kw)
+
+
+# ---------------------------------------------------------------- locations
+def training_dir(cfg: RelgradeConfig) -> Path:
+    return cfg.paths.root / "training"
+
+
+def trainset_path(cfg: RelgradeConfig) -> Path:
+    return training_dir(cfg) / "trainset.parquet"
+
+
+def trainset_lists_path(cfg: RelgradeConfig) -> Path:
+    return training_dir(cfg) / "trainset_lists.parquet"
+
+
+def trainset_manifest_path(cfg: RelgradeConfig) -> Path:
+    return training_dir(cfg) / "manifest.json"
+
+
+def models_dir(cfg: RelgradeConfig) -> Path:
+    return cfg.paths.root / "models"
+
+
+def model_dir(cfg: RelgradeConfig, name: str) -> Path:
+    if name in (STUDENT, CLICK):
+        return models_dir(cfg) / name
+    return models_dir(cfg) / "experiments" / name
+
+
+def evaluation_dir(cfg: RelgradeConfig) -> Path:
+    return cfg.paths.reports / "evaluation"
+
+
+def experiments_dir(cfg: RelgradeConfig) -> Path:
+    return cfg.paths.reports / "experiments"
+
+
+def base_model_path(cfg: RelgradeConfig) -> str:
+    if cfg.training.base_model:
+        return str(cfg.resolve(cfg.training.base_model))
+    from relgrade.mining.channels import default_model_path
+
+    return default_model_path()
+
+
+# ---------------------------------------------------------------- runs
+def student_run(cfg: RelgradeConfig) -> TrainRun:
+    return TrainRun(STUDENT, cfg.training.target_column, model_dir(cfg, STUDENT),
+                    description="relgrade blended target, three-stage curriculum")
+
+
+def click_run(cfg: RelgradeConfig) -> TrainRun:
+    """Same queries, losses and step budget; raw-engagement target; no difficulty
+    ordering (the levels are refined with the teacher's grades, which a click-only
+    system would not have)."""
+    return TrainRun(CLICK, cfg.training.click_target_column, model_dir(cfg, CLICK), use_curriculum=False,
+                    description="engagement-only target (smoothed CTR), same losses and budget, no curriculum")
+
+
+def pipeline_runs(cfg: RelgradeConfig) -> list[TrainRun]:
+    runs = [student_run(cfg)]
+    if cfg.training.train_click_baseline:
+        runs.append(click_run(cfg))
+    return runs
+
+
+def experiment_runs(cfg: RelgradeConfig) -> list[TrainRun]:
+    """Ablations and data scaling (``relgrade experiments``); the student and the
+    click-trained baseline come from the train stage."""
+    runs = [
+        TrainRun("no_curriculum", cfg.training.target_column, model_dir(cfg, "no_curriculum"), use_curriculum=False,
+                 description="relgrade target, every stage on all five levels"),
+        TrainRun("grades_only", "grade_target", model_dir(cfg, "grades_only"),
+                 description="expected_grade / 3 only (no prior, no engagement), curriculum"),
+    ]
+    for f in cfg.training.scaling_fractions:
+        if f < 1.0:
+            runs.append(TrainRun(f"scaling_{f:g}", cfg.training.target_column, model_dir(cfg, f"scaling_{f:g}"),
+                                 graded_fraction=f, description=f"student on {f:.0%} of the teacher-graded pairs"))
+    return runs

@@ -1,0 +1,85 @@
+"""The progressive curriculum: which difficulty levels enter at which stage, and which
+loss each stage trains with (the reasoning is in docs/training.md).
+
+Default (``training.curriculum`` in configs/relgrade.yaml)::
+
+    stage          levels     loss         examples
+    1 pointwise    1, 2       CoSENT       (query, item, target)
+    2 in_batch     1, 2, 3    MNRL         (query, positive) + in-batch negatives
+    3 hard_negative 1 .. 5    MarginMSE    (query, positive, negative, target margin)
+
+Levels are the mining stage's difficulty (refined with the teacher grade: "how many
+retrievers get this example wrong"). A stage keeps every earlier level (no forgetting)
+and the levels it adds are its *new* levels: the margin stage draws its negatives from
+them first. With ``use_curriculum=False`` (the no-curriculum ablation and the
+click-trained baseline) every stage draws from all five levels, with the same losses,
+order and budget: only the difficulty schedule differs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from relgrade.config import CurriculumStageConfig, TrainingConfig
+from training.data import contrastive_examples, margin_examples, pointwise_examples
+
+ALL_LEVELS = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int  # 1-based
+    name: str
+    loss: str
+    levels: tuple[int, ...]
+    new_levels: tuple[int, ...]  # levels first seen in this stage
+    max_examples: int
+    learning_rate: float
+
+
+def plan(tcfg: TrainingConfig, use_curriculum: bool = True) -> list[StagePlan]:
+    seen: set[int] = set()
+    out = []
+    for i, st in enumerate(tcfg.curriculum, start=1):
+        levels = tuple(st.levels) if use_curriculum else ALL_LEVELS
+        new = tuple(lv for lv in levels if lv not in seen) if use_curriculum else ()
+        seen |= set(levels)
+        out.append(StagePlan(i, st.name, st.loss, levels, new, st.max_examples, st.learning_rate))
+    return out
+
+
+def stage_examples(df: pd.DataFrame, stage: StagePlan, tcfg: TrainingConfig, rng: np.random.Generator) -> pd.DataFrame:
+    """The stage's examples as a frame whose columns are the loss's inputs (+ label)."""
+    rows = df[df["level"].isin(stage.levels)]
+    if stage.loss in ("cosent", "cosine"):
+        return pointwise_examples(rows, stage.max_examples, rng)
+    if stage.loss == "mnrl":
+        return contrastive_examples(rows, stage.max_examples, rng, tcfg)
+    if stage.loss == "margin_mse":
+        return margin_examples(rows, stage.max_examples, rng, tcfg, stage.new_levels)
+    raise ValueError(f"unknown loss {stage.loss!r}")
+
+
+def build_loss(model, stage: StagePlan, tcfg: TrainingConfig):
+    from sentence_transformers.sentence_transformer import losses
+
+    if stage.loss == "cosent":
+        return losses.CoSENTLoss(model, scale=tcfg.cosent_scale)
+    if stage.loss == "cosine":
+        return losses.CosineSimilarityLoss(model)
+    if stage.loss == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model, scale=tcfg.mnrl_scale)
+    if stage.loss == "margin_mse":
+        return losses.MarginMSELoss(model)  # dot product of normalized embeddings = cosine
+    raise ValueError(f"unknown loss {stage.loss!r}")
+
+
+def describe(stages: list[StagePlan]) -> list[dict]:
+    return [{"stage": s.index, "name": s.name, "loss": s.loss, "levels": list(s.levels),
+             "new_levels": list(s.new_levels), "max_examples": s.max_examples, "learning_rate": s.learning_rate}
+            for s in stages]
+
+
+__all__ = ["StagePlan", "plan", "stage_examples", "build_loss", "describe", "CurriculumStageConfig"]

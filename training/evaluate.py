@@ -1,0 +1,537 @@
+"""Evaluate every model on human-labelled held-out queries (default: the test split).
+
+Per query (``query_metrics``), for each model:
+
+* ``ndcg@10`` - judged-set NDCG: the query's judged items ranked by the model's score,
+  gain 2^grade - 1, ideal order from the same judged set (queries whose judged items
+  are all grade 0 have no ideal gain and are left out); also reported over the queries
+  with at least one grade-0 judged item (``ndcg@10_g0``), where ranking matters;
+* ``emb@3`` - embarrassing@3: share of the top-3 ranked judged items with grade 0;
+* ``recall@100`` - full catalog: the model's FAISS index over every catalog item,
+  share of the query's judged grade >= 2 items in its top 100 (BM25: bm25s top 100).
+
+Ties (BM25 scores 0) are broken by a fixed hash of the item id, never by input order.
+Aggregates are means over queries with percentile bootstrap intervals (queries
+resampled with replacement, the same resamples for every model, so differences and
+ratios between models get paired intervals), overall and by head / torso / tail.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relgrade.config import RelgradeConfig
+from training.args import CLICK, STUDENT, base_model_path, evaluation_dir, model_dir
+from training.index import Progress, build_index, encode, load_index, search
+
+log = logging.getLogger("training.evaluate")
+
+SEGMENTS = ("head", "torso", "tail")
+MODEL_LABELS = {STUDENT: "student (relgrade)", CLICK: "click-trained", "base": "base MiniLM", "bm25": "BM25"}
+
+
+@dataclass
+class EvalData:
+    queries: pd.DataFrame  # query_id, text, segment (queries with >= 1 judged catalog item)
+    judged: pd.DataFrame  # query_id, item_id, grade, qi (row of queries), ci (catalog position)
+    item_ids: np.ndarray  # catalog order
+    item_texts: list[str]
+    tie: np.ndarray = field(default=None)  # per judged row: fixed pseudo-random tie-break
+
+
+def load_eval_data(cfg: RelgradeConfig) -> EvalData:
+    from relgrade.mining.channels import item_texts
+
+    e = cfg.evaluation
+    cat = pd.read_parquet(cfg.paths.table("catalog")).drop_duplicates("item_id").reset_index(drop=True)
+    cat["item_id"] = cat["item_id"].astype(str)
+    q = pd.read_parquet(cfg.paths.table("queries"))
+    q = q[q["split"] == e.split][["query_id", "text", "segment"]].copy()
+    q["query_id"] = q["query_id"].astype(str)
+    j = pd.read_parquet(cfg.paths.table("judgments"), columns=["query_id", "item_id", "grade"])
+    j = j.dropna(subset=["grade"]).astype({"query_id": str, "item_id": str})
+    j = j[j["query_id"].isin(set(q["query_id"]))].drop_duplicates(["query_id", "item_id"], keep="last")
+    pos = pd.Index(cat["item_id"]).get_indexer(j["item_id"])
+    j = j[pos >= 0].assign(ci=pos[pos >= 0])
+    q = q[q["query_id"].isin(set(j["query_id"]))].sort_values("query_id").reset_index(drop=True)
+    j["qi"] = pd.Index(q["query_id"]).get_indexer(j["query_id"])
+    j["grade"] = j["grade"].astype(int)
+    j = j.sort_values(["qi", "item_id"]).reset_index(drop=True)
+    tie = (pd.util.hash_array(j["item_id"].to_numpy(dtype=object)) % 1_000_003).astype(np.float64) / 1_000_003
+    return EvalData(q, j, cat["item_id"].to_numpy(dtype=object), item_texts(cat).tolist(), tie)
+
+
+# ---------------------------------------------------------------- scorers
+@dataclass
+class Scored:
+    """A model's output on the evaluation data."""
+
+    judged_scores: np.ndarray  # per judged row
+    topk: list[set[int]]  # per query: catalog positions of the full-catalog top k
+    stats: dict
+
+
+def score_dense(model, item_emb: np.ndarray, index, ed: EvalData, k: int, max_seq_length: int, cfg: RelgradeConfig,
+                query_emb: np.ndarray | None = None) -> Scored:
+    t = cfg.training
+    t0 = time.perf_counter()
+    qemb = query_emb if query_emb is not None else encode(
+        model, ed.queries["text"].tolist(), t.encode_batch_size, max_seq_length, t.encode_precision,
+        t.progress_every_s, what="encode eval queries")
+    t_q = time.perf_counter() - t0
+    js = np.einsum("ij,ij->i", qemb[ed.judged["qi"].to_numpy()], item_emb[ed.judged["ci"].to_numpy()])
+    t0 = time.perf_counter()
+    _, I = search(index, qemb, k)
+    t_s = time.perf_counter() - t0
+    return Scored(js, [set(r[r >= 0].tolist()) for r in I],
+                  {"query_encode_s": round(t_q, 3), "search_s": round(t_s, 3), "queries": len(qemb)})
+
+
+def score_trained(folder: Path, ed: EvalData, cfg: RelgradeConfig, k: int, full_catalog: bool = True) -> Scored:
+    """A trained folder with its saved catalog index (built now if it has none). With
+    ``full_catalog=False`` only the judged items are encoded and recall is not measured
+    (a cheap judged-set-only evaluation for ad-hoc runs)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    if not full_catalog:
+        t = cfg.training
+        ci = np.unique(ed.judged["ci"].to_numpy())
+        emb = np.zeros((len(ed.item_ids), model.get_embedding_dimension()), dtype=np.float32)
+        emb[ci] = encode(model, [ed.item_texts[i] for i in ci], t.encode_batch_size, t.max_seq_length,
+                         t.encode_precision, t.progress_every_s, what=f"encode judged items ({folder.name})")
+        qemb = encode(model, ed.queries["text"].tolist(), t.encode_batch_size, t.max_seq_length, t.encode_precision,
+                      t.progress_every_s, what="encode eval queries")
+        js = np.einsum("ij,ij->i", qemb[ed.judged["qi"].to_numpy()], emb[ed.judged["ci"].to_numpy()])
+        return Scored(js, None, {"judged_items_encoded": int(len(ci)), "full_catalog": False})
+    loaded = load_index(folder)
+    if loaded is None or len(loaded[1]) != len(ed.item_ids) or list(loaded[1][:5]) != [str(i) for i in ed.item_ids[:5]]:
+        from training.student import index_catalog
+
+        log.info("%s: no matching catalog index, building one", folder)
+        index_catalog(cfg, model, folder)
+        loaded = load_index(folder)
+    index, ids = loaded
+    pos = pd.Index([str(i) for i in ed.item_ids]).get_indexer(ids)
+    if (pos < 0).any() or len(ids) != len(ed.item_ids):
+        raise ValueError(f"{folder}: index items do not match the catalog")
+    emb = np.zeros((len(ids), index.d), dtype=np.float32)
+    emb[pos] = index.reconstruct_n(0, index.ntotal)
+    if not np.array_equal(pos, np.arange(len(pos))):  # re-index in catalog order
+        index = build_index(emb, cfg.training.threads)
+    return score_dense(model, emb, index, ed, k, cfg.training.max_seq_length, cfg)
+
+
+def score_base(ed: EvalData, cfg: RelgradeConfig, k: int) -> Scored:
+    """The off-the-shelf model, encoded exactly as the mining stage's dense channel does
+    (same settings and embedding cache, so the catalog is usually not re-encoded)."""
+    from relgrade.mining.channels import DenseChannel
+    from relgrade.mining.run import embedding_cache_dir
+
+    m = cfg.mining
+    ch = DenseChannel(model_path=base_model_path(cfg), batch_size=m.dense_batch_size, max_seq_length=m.dense_max_seq_length,
+                      precision=m.dense_precision, cache_dir=embedding_cache_dir(cfg), threads=cfg.training.threads)
+    prog = Progress("encode catalog (base)", len(ed.item_texts), "texts", cfg.training.progress_every_s)
+    emb = ch.encode(ed.item_texts, progress=lambda d, n: prog(d), what="items")
+    qemb = ch.encode(ed.queries["text"].tolist(), what="queries")
+    index = build_index(emb, cfg.training.threads)
+    out = score_dense(None, emb, index, ed, k, m.dense_max_seq_length, cfg, query_emb=qemb)
+    out.stats.update({k2: v for k2, v in ch.stats.items() if "cache" in k2 or "encode" in k2})
+    return out
+
+
+def score_bm25(ed: EvalData, cfg: RelgradeConfig, k: int) -> Scored:
+    import scipy.sparse as sp
+
+    from relgrade.mining.channels import LexicalChannel
+
+    t0 = time.perf_counter()
+    cat = pd.DataFrame({"item_id": ed.item_ids, "title": ed.item_texts})
+    ch = LexicalChannel(k1=cfg.mining.lexical_k1, b=cfg.mining.lexical_b).fit(cat)
+    M = ch._term_doc_matrix().tocsc()
+    toks = ch.query_tokens(ed.queries["text"].tolist())
+    rows = [r for r, tl in enumerate(toks) for _ in tl]
+    cols = [ch.vocab[tok] for tl in toks for tok in tl]
+    Q = sp.csr_matrix((np.ones(len(rows), dtype=M.dtype), (rows, cols)), shape=(len(toks), M.shape[0]))
+    qi, ci = ed.judged["qi"].to_numpy(), ed.judged["ci"].to_numpy()
+    js = np.asarray((Q[qi].multiply(M[:, ci].T.tocsr())).sum(axis=1)).ravel()
+    hits = ch.search(pd.DataFrame({"query_id": ed.queries["query_id"], "text": ed.queries["text"]}), k=k)
+    pos_of = pd.Index([str(i) for i in ed.item_ids])
+    qpos = pd.Index(ed.queries["query_id"]).get_indexer(hits["query_id"])
+    cpos = pos_of.get_indexer(hits["item_id"].astype(str))
+    topk: list[set[int]] = [set() for _ in range(len(ed.queries))]
+    for a, b in zip(qpos, cpos):
+        topk[a].add(int(b))
+    return Scored(js, topk, {"fit_and_search_s": round(time.perf_counter() - t0, 3), **ch.stats})
+
+
+# ---------------------------------------------------------------- metrics
+def query_metrics(ed: EvalData, sc: Scored, cfg: RelgradeConfig) -> pd.DataFrame:
+    """One row per evaluation query: ndcg, emb, recall (NaN where undefined), has_g0, segment."""
+    e = cfg.evaluation
+    j = ed.judged.assign(score=sc.judged_scores, tie=ed.tie)
+    j = j.sort_values(["qi", "score", "tie"], ascending=[True, False, True], kind="stable")
+    j["r"] = j.groupby("qi").cumcount()
+    gain = np.power(2.0, j["grade"].to_numpy()) - 1
+    disc = 1.0 / np.log2(j["r"].to_numpy() + 2.0)
+    top = j["r"].to_numpy() < e.ndcg_k
+    dcg = pd.Series(np.where(top, gain * disc, 0.0)).groupby(j["qi"].to_numpy()).sum()
+    ig = ed.judged[["qi", "grade"]].sort_values(["qi", "grade"], ascending=[True, False])
+    ir = ig.groupby("qi").cumcount().to_numpy()
+    igain = np.where(ir < e.ndcg_k, (np.power(2.0, ig["grade"].to_numpy()) - 1) / np.log2(ir + 2.0), 0.0)
+    idcg = pd.Series(igain).groupby(ig["qi"].to_numpy()).sum()
+    ndcg = (dcg / idcg.reindex(dcg.index)).where(idcg.reindex(dcg.index) > 0)
+    emb_top = j[j["r"] < e.embarrassing_k]
+    emb = (emb_top["grade"] == 0).groupby(emb_top["qi"]).mean()
+    has_g0 = (ed.judged["grade"] == 0).groupby(ed.judged["qi"]).any()
+    rel = ed.judged[ed.judged["grade"] >= e.recall_min_grade]
+    if sc.topk is None:  # judged-set-only evaluation
+        rel = rel.iloc[:0]
+    rec = pd.Series(
+        [np.mean([c in sc.topk[q] for c in g["ci"]]) for q, g in rel.groupby("qi")],
+        index=rel["qi"].unique() if len(rel) else [], dtype=float)
+    out = pd.DataFrame(index=pd.RangeIndex(len(ed.queries)))
+    out["query_id"] = ed.queries["query_id"].to_numpy()
+    out["segment"] = ed.queries["segment"].to_numpy()
+    out["ndcg"] = ndcg.reindex(out.index)
+    out["emb"] = emb.reindex(out.index)
+    out["recall"] = rec.reindex(out.index)
+    out["has_g0"] = has_g0.reindex(out.index).fillna(False).astype(bool)
+    out["ndcg_g0"] = out["ndcg"].where(out["has_g0"])
+    return out
+
+
+def _metric_names(cfg: RelgradeConfig) -> dict[str, str]:
+    e = cfg.evaluation
+    return {f"ndcg@{e.ndcg_k}": "ndcg", f"ndcg@{e.ndcg_k}_g0": "ndcg_g0", f"emb@{e.embarrassing_k}": "emb",
+            f"recall@{e.recall_k}": "recall"}
+
+
+def _boot_idx(n: int, b: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(b, n))
+
+
+def _mean_ci(values: np.ndarray, idx: np.ndarray, alpha: float) -> dict:
+    v = values.astype(float)
+    ok = ~np.isnan(v)
+    if ok.sum() == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    vv = np.where(ok, v, 0.0)
+    s = vv[idx].sum(axis=1)
+    c = ok[idx].sum(axis=1)
+    bm = s[c > 0] / c[c > 0]
+    lo, hi = np.quantile(bm, [alpha / 2, 1 - alpha / 2])
+    return {"mean": float(v[ok].mean()), "lo": float(lo), "hi": float(hi), "n": int(ok.sum())}
+
+
+def aggregate(per_query: dict[str, pd.DataFrame], cfg: RelgradeConfig) -> dict:
+    """Means with bootstrap CIs per model, metric and segment, and paired comparisons of
+    the student against every other model."""
+    e = cfg.evaluation
+    alpha = 1 - e.ci
+    names = _metric_names(cfg)
+    any_model = next(iter(per_query.values()))
+    n = len(any_model)
+    idx = _boot_idx(n, e.bootstrap, e.seed)
+    seg = any_model["segment"].to_numpy()
+    out: dict = {"models": {}, "comparisons": {}}
+    for model, pq in per_query.items():
+        res = {}
+        for mname, col in names.items():
+            res[mname] = {"all": _mean_ci(pq[col].to_numpy(), idx, alpha)}
+            for s in SEGMENTS:
+                mask = seg == s
+                if mask.sum() == 0:
+                    res[mname][s] = {"mean": None, "lo": None, "hi": None, "n": 0}
+                    continue
+                sidx = _boot_idx(int(mask.sum()), e.bootstrap, e.seed + 1)
+                res[mname][s] = _mean_ci(pq[col].to_numpy()[mask], sidx, alpha)
+        out["models"][model] = res
+    if STUDENT in per_query:
+        st = per_query[STUDENT]
+        for other, pq in per_query.items():
+            if other == STUDENT:
+                continue
+            comp = {}
+            for mname, col in names.items():
+                a, b = st[col].to_numpy(float), pq[col].to_numpy(float)
+                ok = ~np.isnan(a) & ~np.isnan(b)
+                if ok.sum() == 0:
+                    continue
+                A, B = np.where(ok, a, 0)[idx].sum(1), np.where(ok, b, 0)[idx].sum(1)
+                ratio = np.where(B > 0, A / np.where(B > 0, B, 1), np.nan)
+                diff = (A - B) / np.maximum(ok[idx].sum(1), 1)
+                rr = a[ok].mean() / b[ok].mean() if b[ok].mean() > 0 else None
+                comp[mname] = {"student": float(a[ok].mean()), "other": float(b[ok].mean()),
+                               "ratio": None if rr is None else float(rr),
+                               "ratio_ci": [float(np.nanquantile(ratio, alpha / 2)), float(np.nanquantile(ratio, 1 - alpha / 2))],
+                               "diff": float(a[ok].mean() - b[ok].mean()),
+                               "diff_ci": [float(np.quantile(diff, alpha / 2)), float(np.quantile(diff, 1 - alpha / 2))],
+                               "diff_by_segment": {s: (float(a[ok & (seg == s)].mean() - b[ok & (seg == s)].mean())
+                                                       if (ok & (seg == s)).any() else None) for s in SEGMENTS}}
+            out["comparisons"][other] = comp
+    out["targets"] = check_targets(out, cfg)
+    return out
+
+
+def check_targets(agg: dict, cfg: RelgradeConfig) -> list[dict]:
+    e = cfg.evaluation
+    c = agg.get("comparisons", {})
+    rec, ng0, emb = f"recall@{e.recall_k}", f"ndcg@{e.ndcg_k}_g0", f"emb@{e.embarrassing_k}"
+    rows = []
+
+    def add(name, value, goal, ok):
+        rows.append({"target": name, "measured": value, "goal": goal, "met": bool(ok) if ok is not None else None})
+
+    if CLICK in c:
+        for m in (rec, ng0):
+            r = c[CLICK].get(m, {}).get("ratio")
+            add(f"student / click-trained {m}", r, f">= {1 + e.target_relative_gain:.2f}",
+                None if r is None else r >= 1 + e.target_relative_gain)
+        r = c[CLICK].get(emb, {}).get("ratio")
+        add(f"student / click-trained {emb}", r, f"<= {e.target_embarrassing_ratio:.2f}",
+            None if r is None else r <= e.target_embarrassing_ratio)
+    for other in ("base", "bm25"):
+        if other in c:
+            for m in (rec, ng0):
+                r = c[other].get(m, {}).get("ratio")
+                add(f"student / {other} {m}", r, "> 1.00", None if r is None else r > 1.0)
+    return rows
+
+
+# ---------------------------------------------------------------- run + report
+def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
+    specs = {}
+    for m in cfg.evaluation.models:
+        if m in (STUDENT, CLICK):
+            specs[m] = {"kind": "trained", "path": model_dir(cfg, m)}
+        else:
+            specs[m] = {"kind": m}
+    return specs
+
+
+def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir: str | Path | None = None,
+             title: str = "Evaluation on held-out human grades", update_card: bool = True,
+             full_catalog: bool = True) -> dict:
+    """Score ``models`` (name -> {"kind": "trained", "path": folder} | {"kind": "base"} |
+    {"kind": "bm25"}), aggregate, and write report.json / report.html into ``out_dir``
+    (default ``<data_root>/reports/evaluation``). Returns the report dict."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(cfg.training.threads)
+    models = models or default_models(cfg)
+    out_dir = Path(out_dir) if out_dir else evaluation_dir(cfg)
+    t_all = time.perf_counter()
+    ed = load_eval_data(cfg)
+    log.info("evaluating %d models on %d %s queries (%d judged pairs)", len(models), len(ed.queries), cfg.evaluation.split,
+             len(ed.judged))
+    k = cfg.evaluation.recall_k
+    per_query, stats, scores = {}, {}, {}
+    for name, spec in models.items():
+        t0 = time.perf_counter()
+        if spec["kind"] == "trained":
+            folder = Path(spec["path"])
+            if not folder.exists():
+                raise FileNotFoundError(f"model {name}: {folder} not found; run `relgrade train` first")
+            sc = score_trained(folder, ed, cfg, k, full_catalog=full_catalog)
+        elif spec["kind"] == "base":
+            sc = score_base(ed, cfg, k)
+        elif spec["kind"] == "bm25":
+            sc = score_bm25(ed, cfg, k)
+        else:
+            raise ValueError(f"unknown model kind {spec['kind']!r}")
+        per_query[name] = query_metrics(ed, sc, cfg)
+        scores[name] = sc.judged_scores
+        stats[name] = {**sc.stats, "total_s": round(time.perf_counter() - t0, 2)}
+        log.info("%s scored in %.1fs: ndcg %.4f, ndcg_g0 %.4f, emb %.4f, recall %.4f", name, time.perf_counter() - t0,
+                 per_query[name]["ndcg"].mean(), per_query[name]["ndcg_g0"].mean(), per_query[name]["emb"].mean(),
+                 per_query[name]["recall"].mean())
+    agg = aggregate(per_query, cfg)
+    report = {
+        "title": title, "split": cfg.evaluation.split, "profile": cfg.profile,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "queries": int(len(ed.queries)), "judged_pairs": int(len(ed.judged)),
+        "queries_with_grade0": int(per_query[next(iter(per_query))]["has_g0"].sum()),
+        "segments": {s: int((ed.queries["segment"] == s).sum()) for s in SEGMENTS},
+        "catalog_items": int(len(ed.item_ids)), "bootstrap": cfg.evaluation.bootstrap, "ci": cfg.evaluation.ci,
+        "model_specs": {n: {"kind": s["kind"], "path": str(s.get("path", ""))} for n, s in models.items()},
+        **agg, "run_stats": stats, "eval_s": round(time.perf_counter() - t_all, 2),
+    }
+    for name, spec in models.items():
+        if spec["kind"] == "trained":
+            from training.student import read_summary
+
+            summ = read_summary(spec["path"])
+            if summ:
+                report["model_specs"][name]["training"] = {k2: summ.get(k2) for k2 in
+                                                      ("target_column", "use_curriculum", "graded_fraction", "train_s",
+                                                       "stages", "data")}
+    report["examples"] = examples(ed, scores, per_query, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / "report.html").write_text(render_html(report), encoding="utf-8")
+    pd.concat({n: pq for n, pq in per_query.items()}, names=["model"]).reset_index(level=0).to_parquet(
+        out_dir / "per_query.parquet", index=False)
+    report["paths"] = {"json": str(out_dir / "report.json"), "html": str(out_dir / "report.html")}
+    if update_card and STUDENT in models and models[STUDENT]["kind"] == "trained":
+        from training.student import read_summary, write_model_card
+
+        summ = read_summary(models[STUDENT]["path"])
+        if summ:
+            write_model_card(models[STUDENT]["path"], summ,
+                             {m: v["all"] for m, v in report["models"][STUDENT].items() if v["all"]["mean"] is not None})
+    log.info("evaluation written to %s (%.0fs)", out_dir, report["eval_s"])
+    return report
+
+
+def examples(ed: EvalData, scores: dict[str, np.ndarray], per_query: dict[str, pd.DataFrame], cfg: RelgradeConfig,
+             n: int = 8) -> list[dict]:
+    """Queries with a grade-0 judged item where the student's top 3 differs most from the
+    click-trained model's (or the next model's): each model's top-3 judged titles."""
+    names = list(scores)
+    if len(names) < 2:
+        return []
+    a = STUDENT if STUDENT in scores else names[0]
+    b = CLICK if CLICK in scores and a != CLICK else next(m for m in names if m != a)
+    k = cfg.evaluation.embarrassing_k
+    d = (per_query[b]["emb"] - per_query[a]["emb"]).where(per_query[a]["has_g0"]).dropna()
+    pick = list(d.sort_values(ascending=False, kind="stable").index[: n // 2]) + \
+        list(d.sort_values(ascending=True, kind="stable").index[: n - n // 2])
+    out = []
+    for qi in dict.fromkeys(pick):
+        row = {"query": str(ed.queries["text"].iat[qi]), "segment": str(ed.queries["segment"].iat[qi])}
+        for m in (a, b):
+            j = ed.judged.assign(score=scores[m], tie=ed.tie)
+            j = j[j["qi"] == qi].sort_values(["score", "tie"], ascending=[False, True]).head(k)
+            row[m] = [{"title": ed.item_texts[int(c)], "grade": int(g)} for c, g in zip(j["ci"], j["grade"])]
+        out.append(row)
+    return out
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(rep: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = rep["models"]
+    models = list(res)
+    mnames = list(next(iter(res.values())).keys())
+    out = {}
+    fig, axes = plt.subplots(1, len(mnames), figsize=(4 * len(mnames), 3.6))
+    for ax, m in zip(np.atleast_1d(axes), mnames):
+        vals = [res[mo][m]["all"] for mo in models]
+        mean = [v["mean"] or 0 for v in vals]
+        err = [[(v["mean"] or 0) - (v["lo"] or 0) for v in vals], [(v["hi"] or 0) - (v["mean"] or 0) for v in vals]]
+        ax.bar(range(len(models)), mean, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(models))])
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels([MODEL_LABELS.get(mo, mo) for mo in models], rotation=35, ha="right", fontsize=8)
+        ax.set_title(m)
+        lo = min((v["lo"] or 0) for v in vals)
+        if m.startswith("ndcg"):
+            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    fig.suptitle(f"{rep['split']} queries, {int(rep['ci'] * 100)}% bootstrap intervals")
+    out["overall"] = _png(fig)
+    fig, axes = plt.subplots(1, len(mnames), figsize=(4 * len(mnames), 3.6))
+    w = 0.8 / max(len(models), 1)
+    for ax, m in zip(np.atleast_1d(axes), mnames):
+        for i, mo in enumerate(models):
+            vals = [res[mo][m][s]["mean"] or 0 for s in SEGMENTS]
+            ax.bar(np.arange(3) + i * w, vals, w, label=MODEL_LABELS.get(mo, mo), color=f"C{i}")
+        ax.set_xticks(np.arange(3) + w * (len(models) - 1) / 2)
+        ax.set_xticklabels(SEGMENTS)
+        ax.set_title(m)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.suptitle("by query segment")
+    out["segments"] = _png(fig)
+    return out
+
+
+def _f(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if np.isnan(v) else f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def render_html(rep: dict) -> str:
+    esc = html.escape
+    metrics_by_model = rep["models"]
+    plots = _plots(rep)
+    mnames = list(next(iter(metrics_by_model.values())).keys())
+    p = ["<!doctype html><html><head><meta charset='utf-8'><title>relgrade evaluation</title>",
+         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+         "th{background:#f3f3f3}img{max-width:100%}.ok{color:#070}.miss{color:#b00}</style></head><body>",
+         f"<h1>{esc(rep['title'])}</h1>",
+         f"<p>{rep['queries']} {esc(rep['split'])} queries ({esc(json.dumps(rep['segments']))}), {rep['judged_pairs']} judged pairs, "
+         f"{rep['queries_with_grade0']} queries with a grade-0 judged item; full-catalog retrieval over {rep['catalog_items']} items. "
+         f"Means over queries with {int(rep['ci'] * 100)}% percentile bootstrap intervals ({rep['bootstrap']} resamples). "
+         f"Profile {esc(rep['profile'])}, generated {esc(rep['generated_at'])}.</p>",
+         "<h2>All models</h2><table><tr><th>model</th>" + "".join(f"<th>{esc(m)}</th>" for m in mnames) + "</tr>"]
+    for n, d in metrics_by_model.items():
+        p.append(f"<tr><td>{esc(MODEL_LABELS.get(n, n))}</td>" + "".join(
+            f"<td>{_f(d[m]['all']['mean'])} [{_f(d[m]['all']['lo'])}, {_f(d[m]['all']['hi'])}]</td>" for m in mnames) + "</tr>")
+    p.append("</table>")
+    p.append(f"<img src='data:image/png;base64,{plots['overall']}'>")
+    p.append("<h2>By segment</h2><table><tr><th>model</th><th>segment</th>" + "".join(f"<th>{esc(m)}</th>" for m in mnames) + "</tr>")
+    for n, d in metrics_by_model.items():
+        for s in SEGMENTS:
+            p.append(f"<tr><td>{esc(MODEL_LABELS.get(n, n))}</td><td>{s} (n={d[mnames[0]][s]['n']})</td>" + "".join(
+                f"<td>{_f(d[m][s]['mean'])} [{_f(d[m][s]['lo'])}, {_f(d[m][s]['hi'])}]</td>" for m in mnames) + "</tr>")
+    p.append("</table>")
+    p.append(f"<img src='data:image/png;base64,{plots['segments']}'>")
+    if rep.get("comparisons"):
+        p.append("<h2>Student against each model (paired bootstrap)</h2><table><tr><th>vs</th><th>metric</th><th>student</th>"
+                 "<th>other</th><th>ratio [CI]</th><th>difference [CI]</th></tr>")
+        for o, comp in rep["comparisons"].items():
+            for m, c in comp.items():
+                p.append(f"<tr><td>{esc(MODEL_LABELS.get(o, o))}</td><td>{esc(m)}</td><td>{_f(c['student'])}</td><td>{_f(c['other'])}</td>"
+                         f"<td>{_f(c['ratio'])} [{_f(c['ratio_ci'][0])}, {_f(c['ratio_ci'][1])}]</td>"
+                         f"<td>{_f(c['diff'])} [{_f(c['diff_ci'][0])}, {_f(c['diff_ci'][1])}]</td></tr>")
+        p.append("</table>")
+    if rep.get("targets"):
+        p.append("<h2>Targets</h2><table><tr><th>target</th><th>measured</th><th>goal</th><th>met</th></tr>")
+        for t in rep["targets"]:
+            cls = "ok" if t["met"] else "miss"
+            p.append(f"<tr><td>{esc(t['target'])}</td><td>{_f(t['measured'])}</td><td>{esc(t['goal'])}</td>"
+                     f"<td class='{cls}'>{esc(str(t['met']))}</td></tr>")
+        p.append("</table>")
+    if rep.get("examples"):
+        ex = rep["examples"]
+        ms = [m for m in ex[0] if m not in ("query", "segment")]
+        p.append("<h2>Examples: top judged items, queries with a grade-0 item</h2><p>Grades in brackets (0 = irrelevant)."
+                 "</p><table><tr><th>query</th><th>segment</th>" + "".join(f"<th>{esc(MODEL_LABELS.get(m, m))} top "
+                 f"{len(ex[0][ms[0]])}</th>" for m in ms) + "</tr>")
+        for r in ex:
+            p.append(f"<tr><td>{esc(r['query'])}</td><td>{esc(r['segment'])}</td>" + "".join(
+                "<td>" + "<br>".join(f"[{it['grade']}] {esc(it['title'])}" for it in r[m]) + "</td>" for m in ms) + "</tr>")
+        p.append("</table>")
+    tr = {n: d.get("training") for n, d in rep.get("model_specs", {}).items() if d.get("training")}
+    if tr:
+        p.append("<h2>Training runs</h2><pre>" + esc(json.dumps(tr, indent=1, default=str)) + "</pre>")
+    p.append("<h2>Run statistics</h2><pre>" + esc(json.dumps(rep.get("run_stats", {}), indent=1, default=str)) + "</pre>")
+    p.append("</body></html>")
+    return "\n".join(p)

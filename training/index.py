@@ -1,0 +1,116 @@
+"""Encode texts with a bi-encoder (progress with rate and ETA) and keep a FAISS index of
+the catalog beside a model (``index.faiss`` + ``index_items.json``)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training.index")
+
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "index_items.json"
+
+
+class Progress:
+    """Logs ``done/total``, rate and ETA at most every ``every_s`` seconds."""
+
+    def __init__(self, what: str, total: int, unit: str, every_s: float = 10.0, logger: logging.Logger = log):
+        self.what, self.total, self.unit, self.every_s, self.log = what, total, unit, every_s, logger
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.every_s and done < self.total:
+            return
+        self.last = now
+        el = max(now - self.t0, 1e-9)
+        rate = done / el
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        self.log.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, elapsed %.0fs, ETA %.0fs", self.what, done, self.total,
+                      self.unit, 100.0 * done / max(self.total, 1), rate, self.unit, el, eta)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int = 32, precision: str = "bf16",
+           progress_every_s: float = 10.0, what: str = "encode") -> np.ndarray:
+    """L2-normalized float32 embeddings; distinct texts only, longest first in chunks
+    (little padding), bf16 autocast on CPU when asked."""
+    import torch
+
+    n = len(texts)
+    dim = model.get_embedding_dimension()
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    order = np.argsort([-len(t) for t in uniq], kind="stable")
+    enc = np.zeros((len(uniq), dim), dtype=np.float32)
+    chunk = max(batch_size * 8, 512)
+    prog = Progress(what, len(uniq), "texts", progress_every_s)
+    old = model.max_seq_length
+    model.max_seq_length = max_seq_length
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(order), chunk):
+            idx = order[s:s + chunk]
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                e = model.encode([uniq[i] for i in idx], batch_size=batch_size, convert_to_tensor=True,
+                                 normalize_embeddings=False, show_progress_bar=False)
+            enc[idx] = e.float().cpu().numpy()
+            prog(min(s + chunk, len(order)))
+    finally:
+        model.max_seq_length = old
+        if was_training:
+            model.train()
+    prog(len(order), force=True)
+    enc /= np.maximum(np.linalg.norm(enc, axis=1, keepdims=True), 1e-12)
+    return enc[inverse.ravel()]
+
+
+def build_index(emb: np.ndarray, threads: int = 2):
+    """Exact inner-product index (cosine on normalized embeddings)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(np.ascontiguousarray(emb, dtype=np.float32))
+    return index
+
+
+def save_index(folder: str | Path, index, item_ids: list[str]) -> Path:
+    import faiss
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(folder / INDEX_FILE))
+    (folder / ITEMS_FILE).write_text(json.dumps([str(i) for i in item_ids]))
+    return folder / INDEX_FILE
+
+
+def load_index(folder: str | Path):
+    """(index, item_ids) or None when the folder has no index."""
+    import faiss
+
+    folder = Path(folder)
+    if not (folder / INDEX_FILE).exists() or not (folder / ITEMS_FILE).exists():
+        return None
+    return faiss.read_index(str(folder / INDEX_FILE)), json.loads((folder / ITEMS_FILE).read_text())
+
+
+def search(index, qemb: np.ndarray, k: int, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, index.ntotal)
+    D, I = [], []
+    for s in range(0, len(qemb), batch):
+        d, i = index.search(np.ascontiguousarray(qemb[s:s + batch], dtype=np.float32), k)
+        D.append(d)
+        I.append(i)
+    if not D:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.vstack(D), np.vstack(I)

@@ -1,0 +1,225 @@
+"""Train one bi-encoder (the student, a baseline or an ablation) from the base MiniLM.
+
+Reads top to bottom like a sentence-transformers training script:
+
+1. arguments: the config's ``training`` section + a :class:`training.args.TrainRun`;
+2. data: the assembled training set, the run's target, the graded-pair fraction;
+3. model: the base MiniLM with a short ``max_seq_length``;
+4. curriculum: per stage, its examples, its loss, one bounded pass with the trainer;
+5. save: the sentence-transformers folder and its model card;
+6. index: encode the catalog with the trained model and save a FAISS index beside it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relgrade.config import RelgradeConfig
+from training.args import TrainRun, base_model_path, trainset_path
+from training.curriculum import build_loss, describe, plan, stage_examples
+from training.data import load_trainset, subsample_graded
+from training.index import Progress, build_index, encode, save_index
+
+log = logging.getLogger("training.student")
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def _progress_callback(stage_name: str, total_steps: int, batch_size: int, every_s: float):
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.p = Progress(f"train {stage_name}", total_steps, "steps", every_s, log)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.p(state.global_step)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.p(state.global_step, force=True)
+            log.info("train %s: %.1f examples/s", stage_name, state.global_step * batch_size / max(self.p.elapsed, 1e-9))
+
+    return _Cb()
+
+
+def load_catalog_texts(cfg: RelgradeConfig) -> tuple[list[str], list[str]]:
+    """(item_ids, texts) of the whole catalog, the text every dense model indexes."""
+    from relgrade.mining.channels import item_texts
+
+    cat = pd.read_parquet(cfg.paths.table("catalog")).drop_duplicates("item_id").reset_index(drop=True)
+    return cat["item_id"].astype(str).tolist(), item_texts(cat).tolist()
+
+
+def index_catalog(cfg: RelgradeConfig, model, folder: Path) -> dict:
+    """Encode every catalog item with ``model`` and save the FAISS index into ``folder``."""
+    t = cfg.training
+    ids, texts = load_catalog_texts(cfg)
+    t0 = time.perf_counter()
+    emb = encode(model, texts, t.encode_batch_size, t.max_seq_length, t.encode_precision, t.progress_every_s,
+                 what=f"encode catalog ({folder.name})")
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index = build_index(emb, t.threads)
+    t_build = time.perf_counter() - t0
+    save_index(folder, index, ids)
+    return {"items": len(ids), "encode_s": round(t_enc, 2), "encode_items_per_s": round(len(ids) / max(t_enc, 1e-9), 1),
+            "index_build_s": round(t_build, 3), "index": "IndexFlatIP"}
+
+
+def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = None, build_catalog_index: bool = True) -> dict:
+    """Train ``run`` and write its folder; returns the run summary (also saved as
+    ``training_summary.json`` in the folder). ``trainset`` (already prepared for the
+    run's target) skips reading the Parquet file."""
+    # ---- 1. arguments --------------------------------------------------------------
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    t = cfg.training
+    torch.set_num_threads(t.threads)
+    rng = np.random.default_rng(t.seed)
+    stages = plan(t, run.use_curriculum)
+    t_run = time.perf_counter()
+    log.info("training %s (target %s, curriculum %s, graded fraction %.2f) -> %s", run.name, run.target_column,
+             run.use_curriculum, run.graded_fraction, run.output_dir)
+
+    # ---- 2. data ---------------------------------------------------------------------
+    df = trainset if trainset is not None else load_trainset(trainset_path(cfg), run.target_column)
+    df = subsample_graded(df, run.graded_fraction, t.seed)
+    data_stats = {"rows": int(len(df)), "queries": int(df["query_id"].nunique()), "graded_rows": int(df["graded"].sum()),
+                  "level_counts": {str(k): int(v) for k, v in df["level"].value_counts().sort_index().items()},
+                  "target_mean": float(df["target"].mean())}
+
+    # ---- 3. model --------------------------------------------------------------------
+    model = SentenceTransformer(base_model_path(cfg), device="cpu")
+    model.max_seq_length = t.max_seq_length
+
+    # ---- 4. curriculum: one bounded pass per stage -------------------------------------
+    stage_stats = []
+    for st in stages:
+        ex = stage_examples(df, st, t, rng)
+        n_steps = len(ex) // t.batch_size
+        if n_steps == 0:
+            log.warning("stage %d %s: %d examples, fewer than one batch; skipped", st.index, st.name, len(ex))
+            stage_stats.append({"stage": st.index, "name": st.name, "loss": st.loss, "examples": int(len(ex)), "steps": 0})
+            continue
+        ex = ex.iloc[: n_steps * t.batch_size]
+        loss = build_loss(model, st, t)
+        with tempfile.TemporaryDirectory(prefix="relgrade-train-") as tmp:
+            args = SentenceTransformerTrainingArguments(
+                output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=t.batch_size,
+                learning_rate=st.learning_rate, warmup_steps=int(math.ceil(t.warmup_ratio * n_steps)),
+                weight_decay=t.weight_decay, lr_scheduler_type="linear", seed=t.seed + st.index, data_seed=t.seed + st.index,
+                batch_sampler=BatchSamplers.NO_DUPLICATES if st.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
+                save_strategy="no", logging_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+                dataloader_drop_last=True, use_cpu=True, dataloader_num_workers=0,
+                bf16=t.train_precision == "bf16")
+            trainer = SentenceTransformerTrainer(
+                model=model, args=args, train_dataset=Dataset.from_pandas(ex, preserve_index=False), loss=loss,
+                callbacks=[_progress_callback(f"{run.name} stage {st.index} {st.name}", n_steps, t.batch_size,
+                                              t.progress_every_s)])
+            t0 = time.perf_counter()
+            out = trainer.train()
+            el = time.perf_counter() - t0
+        stage_stats.append({"stage": st.index, "name": st.name, "loss": st.loss, "levels": list(st.levels),
+                            "examples": int(len(ex)), "steps": int(n_steps), "train_s": round(el, 2),
+                            "examples_per_s": round(len(ex) / max(el, 1e-9), 1),
+                            "train_loss": float(out.training_loss)})
+        log.info("stage %d %s (%s, levels %s): %d examples, %d steps, %.1fs, %.1f ex/s, loss %.4f", st.index, st.name,
+                 st.loss, list(st.levels), len(ex), n_steps, el, len(ex) / max(el, 1e-9), out.training_loss)
+
+    # ---- 5. save the model folder --------------------------------------------------------
+    folder = Path(run.output_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp_folder = folder.with_name(f".{folder.name}.tmp")
+    if tmp_folder.exists():
+        shutil.rmtree(tmp_folder)
+    model.save(str(tmp_folder))
+
+    # ---- 6. catalog index ------------------------------------------------------------------
+    index_stats = index_catalog(cfg, model, tmp_folder) if build_catalog_index else None
+    summary = {
+        "run": run.name, "description": run.description, "target_column": run.target_column,
+        "use_curriculum": run.use_curriculum, "graded_fraction": run.graded_fraction,
+        "base_model": base_model_path(cfg), "max_seq_length": t.max_seq_length, "batch_size": t.batch_size,
+        "curriculum": describe(stages), "data": data_stats, "stages": stage_stats, "index": index_stats,
+        "train_s": round(sum(s.get("train_s", 0.0) for s in stage_stats), 2),
+        "total_s": round(time.perf_counter() - t_run, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (tmp_folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
+    write_model_card(tmp_folder, summary)
+    os.replace(tmp_folder, folder)
+    log.info("%s saved to %s (%.0fs in all)", run.name, folder, summary["total_s"])
+    return summary
+
+
+def write_model_card(folder: str | Path, summary: dict, metrics: dict | None = None) -> Path:
+    """README.md of the model folder: data, targets, curriculum, metrics."""
+    folder = Path(folder)
+    lines = [
+        "---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, product-search, relgrade]", "---", "",
+        f"# relgrade {summary['run']}", "",
+        f"{summary.get('description', '')}. Fine-tuned from `{Path(summary['base_model']).name}` "
+        f"(all-MiniLM-L6-v2) on CPU; cosine similarity of normalized 384-d embeddings; "
+        f"max_seq_length {summary['max_seq_length']}.", "",
+        "```python", "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer(\"<this folder>\")", "```", "",
+        "## Data", "",
+        f"relgrade's assembled training set (`training/trainset.parquet`): mined (query, item) pairs of the "
+        f"train-split queries only. Rows used: {summary['data']['rows']} over {summary['data']['queries']} queries, "
+        f"{summary['data']['graded_rows']} of them teacher-graded (graded fraction {summary['graded_fraction']}). "
+        f"Rows per difficulty level: {summary['data']['level_counts']}. Human labels of test queries are never used "
+        f"in training.", "",
+        "## Target", "",
+        f"Column `{summary['target_column']}`: " + {
+            "target": "the blended relgrade target (teacher expected grade, retrieval prior, gated engagement preference).",
+            "click_target": "raw engagement only (smoothed click-through rate of the pair; baseline).",
+            "grade_target": "teacher expected grade / 3 only (ablation).",
+        }.get(summary["target_column"], "see docs/training.md."), "",
+        "## Curriculum", "",
+        "| stage | name | loss | levels | examples | steps | examples/s | train loss |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary["stages"]:
+        lines.append(f"| {s['stage']} | {s['name']} | {s['loss']} | {s.get('levels', '')} | {s['examples']} | {s['steps']} "
+                     f"| {s.get('examples_per_s', '')} | {s.get('train_loss', float('nan')):.4f} |")
+    lines += ["", "Levels: 1 easiest .. 5 hardest (how many retrievers get the example wrong). docs/training.md has the "
+              "reasoning for each stage's levels and loss.", ""]
+    if summary.get("index"):
+        lines += ["## Index", "", f"`index.faiss` (FAISS {summary['index']['index']}, {summary['index']['items']} catalog "
+                  f"items, ids in `index_items.json`).", ""]
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["Test-split queries, human grades, bootstrap 95% intervals over queries "
+                  "(reports/evaluation/report.html):", "", "| metric | value | 95% CI |", "|---|---|---|"]
+        for name, m in metrics.items():
+            lines.append(f"| {name} | {m['mean']:.4f} | [{m['lo']:.4f}, {m['hi']:.4f}] |")
+    else:
+        lines.append("Not evaluated yet: run `relgrade evaluate`.")
+    path = folder / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def read_summary(folder: str | Path) -> dict | None:
+    p = Path(folder) / SUMMARY_FILE
+    return json.loads(p.read_text()) if p.exists() else None
