@@ -56,7 +56,10 @@ def _where(cfg, log_path: Path) -> None:
     typer.echo("\nOutputs")
     typer.echo(f"  feature store : {p.feast / 'feature_store.yaml'}  (offline Parquet: {p.features})")
     typer.echo(f"  data docs     : {p.data_docs / 'index.html'}")
-    typer.echo(f"  reports       : {p.reports}")
+    typer.echo(f"  reports       : {p.reports}  (mining, grading, assemble, evaluation: report.html)")
+    student = p.root / "models" / "student"
+    if student.exists():
+        typer.echo(f"  student model : {student}  (FAISS index: {student / 'index.faiss'})")
     typer.echo(f"  run log       : {log_path}")
     typer.echo(f"  prefect home  : {p.prefect_home}")
 

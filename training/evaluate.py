@@ -17,9 +17,7 @@ ratios between models get paired intervals), overall and by head / torso / tail.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import os
@@ -32,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
+from relgrade.reporting import png
 from training.args import CLICK, STUDENT, base_model_path, evaluation_dir, model_dir
 from training.index import Progress, build_index, encode, load_index, search
 
@@ -421,12 +420,7 @@ def examples(ed: EvalData, scores: dict[str, np.ndarray], per_query: dict[str, p
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return png(fig, dpi=90)
 
 
 def _plots(rep: dict) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+
+from relgrade.reporting import png as _png
+from relgrade.reporting import table
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    return table(rows, cols, digits=3)
+
 
 SIGNALS = [
     ("raw CTR (28d)", "ctr_raw_28d"),
@@ -129,7 +136,6 @@ def _plots(train: pd.DataFrame, report_rows: pd.DataFrame, judged: pd.DataFrame,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from relgrade.mining.report import _png
 
     out = {}
     # 1. grade distribution by split and segment
@@ -198,20 +204,6 @@ def _plots(train: pd.DataFrame, report_rows: pd.DataFrame, judged: pd.DataFrame,
         ax.set_title("Which signal ranks like a human?")
         out["spearman"] = _png(fig)
     return out
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def _table(rows: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _examples(judged: pd.DataFrame, n: int) -> list[dict]:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from relgrade.io import write_parquet_atomic  # noqa: F401  (same conventions as other stages)
-from relgrade.mining.report import _png, _table
+from relgrade.reporting import png as _png
+from relgrade.reporting import table as _table
 
 STAGES = ("stage1", "stage2", "stage3", "cascade")
 TARGETS = {"qwk_gap_to_stage3_max": 0.01, "compute_share_of_stage3_max": 0.35, "rmse_raw_max": 0.46}

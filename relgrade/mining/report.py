@@ -14,11 +14,8 @@ query and catalog string is escaped with :func:`html.escape`).
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from relgrade.mining.prior import CATEGORIES, CHANNELS, LETTERS, LEVELS, refine_levels
+from relgrade.reporting import fmt, png, table
 
 
 def _channels_in(union: pd.DataFrame) -> list[str]:
@@ -160,13 +158,9 @@ def compute_metrics(
 
 
 # --------------------------------------------------------------------------- rendering
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+_png = png
+_fmt = fmt
+_table = table
 
 
 def _plots(m: dict) -> dict[str, str]:
@@ -234,20 +228,6 @@ def _plots(m: dict) -> dict[str, str]:
     ax.set_title("Human grade by agreement count")
     out["grade_by_agreement"] = _png(fig)
     return out
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}"
-    return html.escape(str(v))
-
-
-def _table(rows: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _examples(union: pd.DataFrame, judgments: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame | None,
