@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, read_stage_manifest, retry_io_only, stage_key
+from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key
 from relgrade.config import RelgradeConfig
 
 VIEW = "gated_engagement_fv"
@@ -38,7 +38,7 @@ def _key(context, parameters) -> str | None:
         recorded = (man.get("feature_views", {}).get(VIEW) or {}).get("offline_digest")
         if not eng.exists() or recorded != file_digest(eng):
             return None
-    return stage_key("assemble", cfg, ["assemble", "engagement", "mining"], _inputs(cfg), out.values())
+    return stage_key("assemble", cfg, ["assemble", "engagement", "mining"], _inputs(cfg))
 
 
 @task(name="publish-gated-engagement", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
@@ -82,6 +82,8 @@ def assemble_flow(profile: str = "default", overrides: dict | None = None) -> di
     """Gate engagement by grade, assemble the point-in-time training set with blended
     targets, validate it, write it with its manifest and the data-quality report."""
     cfg = get_config(profile, overrides)
-    summary = assemble_stage(cfg)
+    from relgrade.assemble.build import output_paths
+
+    summary = cached(assemble_stage, output_paths(cfg).values())(cfg)
     _artifacts(summary)
     return summary

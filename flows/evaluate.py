@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, stage_key
+from flows.runtime import cached, get_config, stage_key
 from relgrade.config import RelgradeConfig
 from training.args import evaluation_dir
 from training.evaluate import default_models, evaluate
@@ -19,8 +19,7 @@ def _key(context, parameters) -> str | None:
     for spec in default_models(cfg).values():
         if spec["kind"] == "trained":
             inputs += [spec["path"] / "model.safetensors", spec["path"] / INDEX_FILE]
-    outputs = [evaluation_dir(cfg) / "report.json", evaluation_dir(cfg) / "report.html"]
-    return stage_key("evaluate", cfg, ["evaluation", "training", "mining"], inputs, outputs)
+    return stage_key("evaluate", cfg, ["evaluation", "training", "mining"], inputs)
 
 
 @task(name="evaluate", cache_key_fn=_key, persist_result=True)
@@ -41,4 +40,4 @@ def evaluate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 def evaluate_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Evaluate every model on the held-out human grades and write the report."""
     cfg = get_config(profile, overrides)
-    return evaluate_stage(cfg)
+    return cached(evaluate_stage, [evaluation_dir(cfg) / "report.json", evaluation_dir(cfg) / "report.html"])(cfg)

@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, retry_io_only, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, retry_io_only, stage_key, write_stage_manifest
 from relgrade.config import RelgradeConfig
 
 VIEW = "relevance_grade_fv"
@@ -44,7 +44,7 @@ def _key(context, parameters) -> str | None:
         return None
     # inputs only: the first run stores its result under the key a rerun looks up; while
     # an output is missing the flow refreshes the entry instead (see grade_flow)
-    return stage_key("grade", cfg, SECTIONS, _inputs(cfg), [])
+    return stage_key("grade", cfg, SECTIONS, _inputs(cfg))
 
 
 def run_grading(cfg: RelgradeConfig, stop_after: int | None = None, log: logging.Logger | None = None) -> dict[str, Any]:
@@ -143,6 +143,4 @@ def grade_flow(profile: str = "default", overrides: dict | None = None) -> dict[
     """Grade every mined (query, item) pair with the calibrated teacher cascade and
     publish relevance_grade_fv (plus the grade-refined retrieval_prior_fv)."""
     cfg = get_config(profile, overrides)
-    missing = [p for p in _outputs(cfg) if not p.exists()]
-    task_fn = grade_stage.with_options(refresh_cache=True) if missing else grade_stage
-    return task_fn(cfg)
+    return cached(grade_stage, _outputs(cfg))(cfg)

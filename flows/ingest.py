@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, retry_io_only, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, retry_io_only, stage_key, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.ingest import CONTRACT_TABLES, build_tables
 from relgrade.io import frame_digest, write_tables_atomic
@@ -17,8 +17,7 @@ from validation.suites import GateContext
 def _ingest_key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
     inputs = [cfg.resolve(p) for p in (cfg.dataset.path, cfg.dataset.products_path, cfg.dataset.labels_path) if p]
-    outputs = [cfg.paths.table(t) for t in CONTRACT_TABLES]
-    return stage_key("ingest", cfg, ["dataset", "simulation"], inputs, outputs)
+    return stage_key("ingest", cfg, ["dataset", "simulation"], inputs)
 
 
 @task(name="read-and-conform", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
@@ -60,4 +59,5 @@ def ingest_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 def ingest_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Read the configured dataset, conform it to the contract, validate, write."""
     cfg = get_config(profile, overrides)
-    return ingest_stage(cfg)
+    outputs = [cfg.paths.table(t) for t in CONTRACT_TABLES]
+    return cached(ingest_stage, outputs)(cfg)

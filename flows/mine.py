@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, read_stage_manifest, retry_io_only, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
 
@@ -61,7 +61,7 @@ def _channel_inputs(cfg: RelgradeConfig, channel: str, external_path: str | None
 def _channel_key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
     ch, snap, ext = parameters["channel"], parameters["snapshot_ts"], parameters.get("external_path")
-    return stage_key(f"mine-{ch}-{snapshot_tag(snap)}", cfg, SECTIONS, _channel_inputs(cfg, ch, ext), [])
+    return stage_key(f"mine-{ch}-{snapshot_tag(snap)}", cfg, SECTIONS, _channel_inputs(cfg, ch, ext))
 
 
 @task(name="mine-channel", task_run_name="mine-{channel}", cache_key_fn=_channel_key, persist_result=True,
@@ -88,7 +88,7 @@ def _union_key(context, parameters) -> str | None:
     snap = parameters["snapshot_ts"]
     inputs = [channel_path(cfg, snap, c) for c in sorted(parameters["channel_runs"])]
     inputs += [cfg.paths.table(t) for t in ("catalog", "queries", "judgments")]
-    return stage_key(f"mine-union-{snapshot_tag(snap)}", cfg, SECTIONS, inputs, [])
+    return stage_key(f"mine-union-{snapshot_tag(snap)}", cfg, SECTIONS, inputs)
 
 
 def _union_outputs(cfg: RelgradeConfig, snap) -> list:
@@ -96,14 +96,6 @@ def _union_outputs(cfg: RelgradeConfig, snap) -> list:
 
     return [union_path(cfg, snap), cfg.paths.feature_source(VIEW), manifest_path(cfg, snap),
             report_dir(cfg) / "report.json", report_dir(cfg) / "report.html"]
-
-
-def _cached(task_fn, outputs: list):
-    """Keys hash inputs only, so the first run already stores its result under the key a
-    rerun looks up; while an output is missing the task recomputes (and refreshes the
-    cache entry) instead of returning a cached result for files that are gone."""
-    missing = [p for p in outputs if not p.exists()]
-    return task_fn.with_options(refresh_cache=True) if missing else task_fn
 
 
 @task(name="mine-union-publish-report", cache_key_fn=_union_key, persist_result=True)
@@ -197,10 +189,10 @@ def mine_flow(profile: str = "default", overrides: dict | None = None, external_
         raise FileNotFoundError(f"{cfg.paths.table('events')} does not exist: run `relgrade simulate` first "
                                 "(or drop 'behavioral' from mining.channels)")
     logger.info("mining snapshot %s: channels %s, K=%d", snap, names, cfg.mining.k)
-    futures = {c: _cached(channel_task, [channel_path(cfg, snap, c)]).submit(cfg, c, snap, external_path)
+    futures = {c: cached(channel_task, [channel_path(cfg, snap, c)]).submit(cfg, c, snap, external_path)
                for c in names}
     runs = {c: f.result() for c, f in futures.items()}
-    return _cached(union_task, _union_outputs(cfg, snap))(cfg, snap, runs)
+    return cached(union_task, _union_outputs(cfg, snap))(cfg, snap, runs)
 
 
 def last_manifest(cfg: RelgradeConfig) -> dict | None:

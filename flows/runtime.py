@@ -71,12 +71,11 @@ def retry_io_only(task, task_run, state) -> bool:
     return True
 
 
-def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: Iterable[Path], outputs: Iterable[Path]) -> str | None:
+def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: Iterable[Path],
+              outputs: Iterable[Path] = ()) -> str:
     """Cache key for a stage: its config sections, its input files' content and the code
-    version. None (no caching) while any output is missing, so a deleted output is rebuilt."""
-    outputs = [Path(p) for p in outputs]
-    if not all(p.exists() for p in outputs):
-        return None
+    version. Outputs are not part of the key: start the task through :func:`cached`,
+    which recomputes (and refreshes the stored result) while any output is missing."""
     h = hashlib.sha256(stage.encode())
     h.update(str(cfg.paths.root).encode())
     for s in sections:
@@ -89,6 +88,15 @@ def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: 
         h.update(file_digest(p).encode() if p.exists() else b"missing")
     h.update(_code_version().encode())
     return h.hexdigest()
+
+
+def cached(task_fn, outputs: Iterable[Path]):
+    """``task_fn`` as is while every output exists (a rerun with the same key returns the
+    stored result and skips the work), else with ``refresh_cache=True`` so a deleted
+    output is rebuilt and the stored result replaced. The first run stores its result
+    too, so the second run already skips."""
+    missing = [p for p in outputs if not Path(p).exists()]
+    return task_fn.with_options(refresh_cache=True) if missing else task_fn
 
 
 def _code_version() -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, stage_key, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.engagement import engagement_features
 from relgrade.featurestore import conform_features
@@ -22,8 +22,7 @@ VIEW = "gated_engagement_fv"
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
     inputs = [cfg.paths.table(t) for t in ("catalog", "queries", "judgments")]
-    outputs = [cfg.paths.table("events"), cfg.paths.staging(VIEW)]
-    return stage_key("simulate", cfg, ["simulation", "engagement"], inputs, outputs)
+    return stage_key("simulate", cfg, ["simulation", "engagement"], inputs)
 
 
 @task(name="simulate", cache_key_fn=_key, persist_result=True)
@@ -56,4 +55,4 @@ def simulate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 def simulate_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Simulate the search log for the ingested catalog and stage engagement features."""
     cfg = get_config(profile, overrides)
-    return simulate_stage(cfg)
+    return cached(simulate_stage, [cfg.paths.table("events"), cfg.paths.staging(VIEW)])(cfg)

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, stage_key, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from training.args import models_dir, pipeline_runs, trainset_path
 from training.index import INDEX_FILE
@@ -17,8 +17,7 @@ from training.student import train
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
     inputs = [trainset_path(cfg), cfg.paths.table("catalog")]
-    outputs = [r.output_dir / f for r in pipeline_runs(cfg) for f in (INDEX_FILE, "model.safetensors", "README.md")]
-    return stage_key("train", cfg, ["training"], inputs, outputs)
+    return stage_key("train", cfg, ["training"], inputs)
 
 
 @task(name="train", cache_key_fn=_key, persist_result=True)
@@ -41,4 +40,5 @@ def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 def train_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Train the student (curriculum) and the click-trained baseline on the training set."""
     cfg = get_config(profile, overrides)
-    return train_stage(cfg)
+    outputs = [r.output_dir / f for r in pipeline_runs(cfg) for f in (INDEX_FILE, "model.safetensors", "README.md")]
+    return cached(train_stage, outputs)(cfg)

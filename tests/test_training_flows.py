@@ -4,7 +4,7 @@ stage cache."""
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +31,6 @@ def test_train_then_evaluate_flows_and_cached_rerun(tmp_path):
     from flows.evaluate import evaluate_flow
     from flows.train import train_flow
 
-    from flows.runtime import _code_version
-
-    code = _code_version()
     tr = train_flow("quick", overrides)
     assert set(tr["models"]) == {"student", "click_trained"}
     from sentence_transformers import SentenceTransformer
@@ -51,13 +48,9 @@ def test_train_then_evaluate_flows_and_cached_rerun(tmp_path):
     k1, k2 = train_key(None, {"cfg": cfg}), train_key(None, {"cfg": cfg})
     assert k1 is not None and k1 == k2  # outputs exist: the stage is cacheable, with a stable key
     assert eval_key(None, {"cfg": cfg}) is not None
-    if _code_version() != code:  # another session edited the sources meanwhile: the cache is rightly invalid
-        pytest.skip("sources changed during the test; cached-rerun check not meaningful")
-    # the first run had no outputs yet (stage_key gives no key then), so the next run
-    # records its result under the real key; the one after is served from the cache
-    tr2 = train_flow("quick", overrides)
-    if _code_version() != code:
-        pytest.skip("sources changed during the test; cached-rerun check not meaningful")
-    t0 = time.perf_counter()
-    assert train_flow("quick", overrides) == tr2
-    assert time.perf_counter() - t0 < 30
+    # the first run stored its result under the key: a rerun is served from the cache
+    # (same result, the model files are not rewritten)
+    weights = [Path(m["path"]) / "model.safetensors" for m in tr["models"].values()]
+    mtimes = [w.stat().st_mtime_ns for w in weights]
+    assert train_flow("quick", overrides) == tr
+    assert [w.stat().st_mtime_ns for w in weights] == mtimes
