@@ -36,7 +36,7 @@ def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     return result
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", log_prints=False)  # the trainer's dataset hashing prints bytecode; relgrade logs its own progress
 def train_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Train the student (curriculum) and the click-trained baseline on the training set."""
     cfg = get_config(profile, overrides)
