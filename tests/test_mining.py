@@ -437,3 +437,10 @@ def test_mine_flow_rejects_bad_external_file_and_writes_nothing(tmp_path):
         mine_flow("quick", overrides)
     assert not union_path(cfg, default_snapshot(cfg)).exists()
     assert not cfg.paths.feature_source("retrieval_prior_fv").exists()
+
+
+def test_lexical_channel_rejects_bm25_variants_it_cannot_search():
+    from relgrade.mining.channels import LexicalChannel
+
+    with pytest.raises(ValueError, match="bm25l"):
+        LexicalChannel(method="bm25l")

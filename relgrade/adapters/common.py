@@ -89,3 +89,19 @@ def queries_frame(texts: pd.Series, ids: pd.Series | None = None) -> pd.DataFram
     q = q.drop_duplicates("query_id").reset_index(drop=True)
     q["split"] = q["text"].map(split_of)
     return q[["query_id", "text", "split"]]
+
+
+def categorical_judgments(query_ids, item_ids, labels: pd.Series, grade_of: dict, source: str, judged_at) -> pd.DataFrame:
+    """judgments table for sources whose labels are categories (ESCI's E/S/C/I, WANDS's
+    Exact/Partial/Irrelevant): grade from ``grade_of``, no numeric raw score."""
+    return pd.DataFrame(
+        {
+            "query_id": query_ids,
+            "item_id": item_ids,
+            "grade": labels.map(grade_of).astype("int64"),
+            "raw_label": labels,
+            "raw_score": pd.Series([float("nan")] * len(labels), dtype="float64", index=labels.index),
+            "source": source,
+            "judged_at": judged_at,
+        }
+    )

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from relgrade.adapters.common import decode_strict, queries_frame, read_bytes, require_columns
+from relgrade.adapters.common import categorical_judgments, decode_strict, queries_frame, read_bytes, require_columns
 from relgrade.contract import ContractError
 
 SOURCE = "esci"
@@ -242,15 +242,5 @@ def load(
             "attributes": [_attributes(r) for r in products.to_dict("records")],
         }
     )
-    judgments = pd.DataFrame(
-        {
-            "query_id": qids,
-            "item_id": PREFIX + pids,
-            "grade": labels.map(GRADE).astype("int64"),
-            "raw_label": labels,
-            "raw_score": pd.Series([float("nan")] * len(ex), dtype="float64"),
-            "source": SOURCE,
-            "judged_at": judged_at,
-        }
-    )
+    judgments = categorical_judgments(qids, PREFIX + pids, labels, GRADE, SOURCE, judged_at)
     return {"catalog": catalog, "queries": queries, "judgments": judgments}

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from relgrade.adapters.common import queries_frame, read_table_text, require_columns
+from relgrade.adapters.common import categorical_judgments, queries_frame, read_table_text, require_columns
 from relgrade.contract import ContractError
 
 SOURCE = "wands"
@@ -169,15 +169,5 @@ def load(
             "attributes": attributes,
         }
     )
-    judgments = pd.DataFrame(
-        {
-            "query_id": PREFIX + lab["query_id"],
-            "item_id": PREFIX + lab["product_id"],
-            "grade": labels.map(GRADE).astype("int64"),
-            "raw_label": labels,
-            "raw_score": pd.Series([float("nan")] * len(lab), dtype="float64"),
-            "source": SOURCE,
-            "judged_at": judged_at,
-        }
-    )
+    judgments = categorical_judgments(PREFIX + lab["query_id"], PREFIX + lab["product_id"], labels, GRADE, SOURCE, judged_at)
     return {"catalog": catalog, "queries": queries, "judgments": judgments}

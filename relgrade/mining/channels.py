@@ -128,8 +128,14 @@ class LexicalChannel(Channel):
 
     name, letter = "lexical", "L"
 
+    # bm25s variants whose score is zero for absent terms: search multiplies a sparse
+    # term-document matrix; bm25l / bm25+ score absent terms too and would need a dense pass
+    METHODS = ("lucene", "robertson", "atire")
+
     def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", batch_size: int = 1000):
         super().__init__()
+        if method not in self.METHODS:
+            raise ValueError(f"LexicalChannel method must be one of {self.METHODS}, got {method!r}")
         self.k1, self.b, self.method, self.batch_size = k1, b, method, batch_size
         self.item_ids: np.ndarray | None = None
         self.retriever = None
@@ -166,8 +172,6 @@ class LexicalChannel(Channel):
         t0 = time.perf_counter()
         q = _query_frame(queries)
         M = self._term_doc_matrix()
-        if self.retriever.nonoccurrence_array is not None:  # bm25+/bm25l variants
-            raise NotImplementedError(f"BM25 method {self.method!r} with non-occurrence scores")
         qids, iids, ranks, scores = [], [], [], []
         n = len(q)
         qid_all = q["query_id"].to_numpy(dtype=object)
