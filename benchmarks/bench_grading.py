@@ -89,7 +89,7 @@ def main() -> None:
             teacher.threads = threads
             torch.set_num_threads(threads)
             sp, plain = _median_time(lambda: teacher.logits_plain(q, it), a.reps)
-            fp32 = teacher.ce.transformers_model
+            fp32 = teacher.ce
             sf, fast = _median_time(lambda: teacher.logits_texts(q, it, model=fp32), a.reps)
             rows[f"threads_{threads}"] = {
                 "plain_predict_pairs_per_s": len(q) / sp, "fast_path_pairs_per_s": len(q) / sf, "speedup": sp / sf,
@@ -98,7 +98,7 @@ def main() -> None:
         # int8 dynamic quantization of the Linear layers (a copy; same fast path)
         teacher.threads = g.threads
         torch.set_num_threads(g.threads)
-        fp32 = teacher.ce.transformers_model
+        fp32 = teacher.ce
         qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
         sf, fast = _median_time(lambda: teacher.logits_texts(q, it, model=fp32), a.reps)
         si, i8 = _median_time(lambda: teacher.logits_texts(q, it, model=qmodel), a.reps)

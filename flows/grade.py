@@ -95,7 +95,8 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None, log: logging
         "teachers": {
             f"stage{s}": {"version": t.version, "train_s": t.train_s, "trained_now": teachers.trained.get(s)}
             for s, t in ((1, teachers.gbm), (2, teachers.ce2), (3, teachers.ce3))
-        } | {"stage3_ensemble": {"version": teachers.ens.version, "train_s": None, "trained_now": None}},
+        } | {"stage2_stack": {"version": teachers.st2.version, "train_s": None, "trained_now": None},
+             "stage3_ensemble": {"version": teachers.ens.version, "train_s": None, "trained_now": None}},
         "llm_judge": {"enabled": cfg.grading.llm_judge.enabled, "failed_pairs": gstats.get("llm_failed", 0)},
         "timings_s": {"features": t_feat, "teachers": t_teach, "calibration": t_cal, "grading": t_grade},
         "peak_rss_mb": peak_rss_mb(),

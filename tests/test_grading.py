@@ -65,6 +65,23 @@ def test_grade_rules_and_scale_map():
     assert m["rmse_raw"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_soft_grade_targets_follow_the_numeric_label():
+    from relgrade.grading.teachers import soft_grade_targets
+
+    grade = np.array([0, 1, 2, 3, 2, 3, 1])
+    raw = np.array([1.0, 1.67, 2.33, 3.0, 2.33, np.nan, 1.67])  # grade centers 1.0, 1.67, 2.33, 3.0
+    t = soft_grade_targets(grade, raw)
+    assert t.shape == (7, 4) and np.allclose(t.sum(1), 1.0)
+    assert np.allclose(t[:5], np.eye(4)[[0, 1, 2, 3, 2]])  # a label on its grade's center is one-hot
+    assert np.allclose(t[5], np.eye(4)[3])  # no numeric label: the hard grade
+    # halfway between the grade-2 and grade-3 centers: half on each
+    mid = soft_grade_targets(np.r_[np.tile([0, 1, 2, 3], 1000), 2], np.r_[np.tile([1.0, 1.67, 2.33, 3.0], 1000), 2.665])[-1]
+    assert mid[2] == pytest.approx(0.5, abs=1e-3) and mid[3] == pytest.approx(0.5, abs=1e-3)
+    # a label that is not monotone in the grade cannot be interpolated: hard targets
+    assert np.allclose(soft_grade_targets(grade[:4], np.array([3.0, 2.0, 1.5, 1.0])), np.eye(4))
+    assert np.allclose(soft_grade_targets(grade, None), np.eye(4)[grade])
+
+
 def test_cascade_escalates_only_unconfident_pairs_and_caps_least_confident_first():
     s1 = np.array([[0.9, 0.1, 0, 0], [0.4, 0.3, 0.3, 0], [0.3, 0.3, 0.2, 0.2], [0.55, 0.45, 0, 0]])
     s2 = np.array([[0, 0, 1.0, 0], [0, 0, 0.95, 0.05], [0.4, 0.3, 0.3, 0], [0, 0.9, 0.1, 0]])
@@ -162,12 +179,12 @@ def test_teachers_train_on_train_split_only_and_are_cached(fitted, root):
     pairs = inp.sets["test"].head(20)
     np.testing.assert_allclose(again.ce2.logits(pairs, fz), t.ce2.logits(pairs, fz), atol=1e-5)
     np.testing.assert_allclose(again.gbm.logits(pairs, fz), t.gbm.logits(pairs, fz), atol=1e-9)
-    assert again.ce2.ce.transformers_model.config.num_hidden_layers == root["cfg"].grading.ce_layers
+    assert again.ce2.layers == root["cfg"].grading.ce_layers
     # the fast fp32 inference path agrees with the stock CrossEncoder.predict; the int8
     # path (grading.ce_int8) stays close to it
     q, it = fz.texts(pairs)
     plain = t.ce3.logits_plain(q, it)
-    np.testing.assert_allclose(t.ce3.logits_texts(q, it, model=t.ce3.ce.transformers_model), plain, atol=1e-4)
+    np.testing.assert_allclose(t.ce3.logits_texts(q, it, model=t.ce3.ce), plain, atol=1e-4)
     t.ce3.int8 = True
     assert np.abs(t.ce3.logits_texts(q, it) - plain).max() < 0.2
     t.ce3.int8 = root["cfg"].grading.ce_int8
@@ -195,8 +212,8 @@ def test_llm_judge_unreachable_gives_clear_error_and_keeps_previous_grades(fitte
         R.make_cascade(cfg, t, cal)
     # graded anyway (e.g. the endpoint died mid-run): failed pairs keep their earlier grade
     llm = LLMJudgeTeacher(url, "judge", timeout_s=2)
-    cas = TeacherCascade(t.gbm, t.ce2, t.ens, cal.thresholds, llm, llm_threshold=1.0)
-    base = TeacherCascade(t.gbm, t.ce2, t.ens, cal.thresholds)
+    cas = TeacherCascade(t.gbm, t.st2, t.ens, cal.thresholds, llm, llm_threshold=1.0)
+    base = TeacherCascade(t.gbm, t.st2, t.ens, cal.thresholds)
     pairs = fitted["inp"].union.head(40)
     res = cas.grade(pairs, fitted["fz"], (None, None, 0.1))
     ref = base.grade(pairs, fitted["fz"])

@@ -84,6 +84,8 @@ def write_report(out_dir: Path, summary: dict, reliability: dict, grades: pd.Dat
     plots = _plots(reliability, grades)
     cols = ["stage", "n", "exact", "within_one", "binary", "qwk", "rmse_raw", "ece", "ece_uncalibrated", "compute_per_1k_s"]
     rows = [{"stage": k, **{x: m[k].get(x) for x in cols[1:]}} for k in STAGES]
+    # the bare cross-encoders (calibrated, not stacked): what stages 2 and 3 stack on top of stage 1
+    rows += [{"stage": f"{k} (member only)", **{x: m[k].get(x) for x in cols[1:]}} for k in ("ce2_alone", "ce3_alone") if k in m]
     t = summary["targets"]
     esc_rows = [{"where": "test (dev thresholds, no cap)", "to stage 2": c["escalated_to_stage2"], "to stage 3": c["escalated_to_stage3"]},
                 {"where": "mined union (capped)", "to stage 2": summary["union"]["escalated_to_stage2"],

@@ -44,7 +44,7 @@ log = logging.getLogger("relgrade.grading")
 GRADE_COLUMNS = ["query_id", "item_id", "event_timestamp", "grade", "expected_grade", "confidence",
                  *[f"p_grade_{g}" for g in range(N_GRADES)], "deciding_stage", "teacher_version", "graded_at",
                  "category", "difficulty_level"]
-CODE_VERSION = "grading-v1"  # bump when a change alters teacher outputs
+CODE_VERSION = "grading-v2"  # v2: mean-pooled cross-encoders on soft targets  # bump when a change alters teacher outputs
 
 
 # --------------------------------------------------------------------------- paths
@@ -131,8 +131,13 @@ class Teachers:
     gbm: GBMTeacher
     ce2: CrossEncoderTeacher
     ce3: CrossEncoderTeacher
-    ens: EnsembleTeacher
+    ens: EnsembleTeacher  # stage 3: stacks stage 1, the stage-2 cross-encoder and ce3
+    st2: EnsembleTeacher | None = None  # stage 2: stacks stage 1 and the stage-2 cross-encoder
     trained: dict = field(default_factory=dict)  # stage -> trained now (False = loaded from cache)
+
+    def __post_init__(self):
+        if self.st2 is None:
+            self.st2 = EnsembleTeacher(2, [self.gbm, self.ce2])
 
 
 def _base_model() -> str:
@@ -162,7 +167,7 @@ def train_or_load_teachers(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs)
         trained[1] = True
     ce2, ce3 = train_or_load_cross_encoders(cfg, fz, inp, trained)
     ens = EnsembleTeacher(3, [gbm, ce2, ce3])
-    return Teachers(gbm, ce2, ce3, ens, trained)
+    return Teachers(gbm, ce2, ce3, ens, trained=trained)
 
 
 def train_or_load_cross_encoders(cfg: RelgradeConfig, fz, inp: Inputs, trained: dict) -> tuple:
@@ -171,9 +176,10 @@ def train_or_load_cross_encoders(cfg: RelgradeConfig, fz, inp: Inputs, trained: 
     g = cfg.grading
     tr = inp.sets["train"]
     y = tr["grade"].to_numpy(dtype=np.int64)
+    raw = tr["raw_score"].to_numpy(dtype=float) if "raw_score" in tr.columns else None
     root = teachers_dir(cfg)
     q, it = fz.texts(tr)
-    text_digest = digest(q, it, y.tobytes())
+    text_digest = digest(q, it, y.tobytes(), b"" if raw is None else raw.tobytes())
     ces = []
     for stage, layers, steps, lr, msl, seed in (
         (2, g.ce_layers, g.ce_steps, g.ce_lr, g.ce_max_seq_length, g.seed),
@@ -186,7 +192,7 @@ def train_or_load_cross_encoders(cfg: RelgradeConfig, fz, inp: Inputs, trained: 
             trained[stage] = False
         else:
             t = CrossEncoderTeacher.train(q, it, y, v, _base_model(), stage, steps, g.ce_batch_size, lr, g.ce_warmup_share,
-                                          msl, seed, g.threads, g.progress_every_s, g.infer_batch_size, layers)
+                                          msl, seed, g.threads, g.progress_every_s, g.infer_batch_size, layers, raw)
             t.save(d)
             t.int8 = g.ce_int8
             trained[stage] = True
@@ -265,16 +271,20 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, t: Teachers)
     for name, teacher in (("gbm", t.gbm), ("ce2", t.ce2), ("ce3", t.ce3)):
         teacher.temperature = fit_temperature(zd[name], yd)
         temps[name] = teacher.temperature
-    if g.ensemble_stacking:  # stage-3 combination weights, fitted on dev like the temperatures
-        t.ens.fit_stacker([zd["gbm"], zd["ce2"], zd["ce3"]], yd, g.ensemble_c, g.seed)
-    ens_d = t.ens.combine([zd["gbm"], zd["ce2"], zd["ce3"]])
-    ens_t = t.ens.combine([zt["gbm"], zt["ce2"], zt["ce3"]])
-    t.ens.temperature = fit_temperature(ens_d, yd)
-    temps["ens"] = t.ens.temperature
-    pd_ = {"stage1": t.gbm.proba_from_logits(zd["gbm"]), "stage2": t.ce2.proba_from_logits(zd["ce2"]),
-           "stage3": t.ens.proba_from_logits(ens_d)}
-    pt_ = {"stage1": t.gbm.proba_from_logits(zt["gbm"]), "stage2": t.ce2.proba_from_logits(zt["ce2"]),
-           "stage3": t.ens.proba_from_logits(ens_t)}
+    # stages 2 and 3 stack what the cascade has computed by then (stage 2: stage 1 + the
+    # stage-2 cross-encoder; stage 3: those + ce3); weights fitted on dev like the temperatures
+    for ens, names in ((t.st2, ("gbm", "ce2")), (t.ens, ("gbm", "ce2", "ce3"))):
+        if g.ensemble_stacking:
+            ens.fit_stacker([zd[k] for k in names], yd, g.ensemble_c, g.seed)
+        zd[f"st{ens.stage}"] = ens.combine([zd[k] for k in names])
+        zt[f"st{ens.stage}"] = ens.combine([zt[k] for k in names])
+        ens.temperature = fit_temperature(zd[f"st{ens.stage}"], yd)
+    temps["st2"], temps["ens"] = t.st2.temperature, t.ens.temperature
+    ens_t = zt["st3"]
+    pd_ = {"stage1": t.gbm.proba_from_logits(zd["gbm"]), "stage2": t.st2.proba_from_logits(zd["st2"]),
+           "stage3": t.ens.proba_from_logits(zd["st3"])}
+    pt_ = {"stage1": t.gbm.proba_from_logits(zt["gbm"]), "stage2": t.st2.proba_from_logits(zt["st2"]),
+           "stage3": t.ens.proba_from_logits(zt["st3"])}
     # measured compute, seconds per 1,000 pairs (dev + test); stage 3 alone pays all three
     n = len(dev) + len(test)
     c1 = 1000 * (sd["stage1"] + st["stage1"]) / n
@@ -283,8 +293,7 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, t: Teachers)
     costs = {"stage1": c1, "stage2": c2, "stage3_increment": c3, "stage3_alone": c1 + c2 + c3}
     # thresholds: deterministic cost model (mean tokens x layers per cross-encoder pass;
     # stage 1 counted as free), so reruns and resumed runs choose the same thresholds
-    rel = [0.0, mean_tokens(t.ce2, fz, dev) * t.ce2.ce.transformers_model.config.num_hidden_layers,
-           mean_tokens(t.ce3, fz, dev) * t.ce3.ce.transformers_model.config.num_hidden_layers]
+    rel = [0.0, mean_tokens(t.ce2, fz, dev) * t.ce2.layers, mean_tokens(t.ce3, fz, dev) * t.ce3.layers]
     search = choose_thresholds([pd_["stage1"], pd_["stage2"], pd_["stage3"]], yd, rel, g.threshold_grid, g.qwk_margin,
                                g.grade_rule)
     thresholds = [search["t1"], search["t2"]]
@@ -301,9 +310,14 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, t: Teachers)
         rel_plots[k] = reliability(pt_[k], yt, g.ece_bins)
     # uncalibrated ECE, to show what temperature scaling did
     raw_probs = {"stage1": np.exp(zt["gbm"]) / np.exp(zt["gbm"]).sum(1, keepdims=True),
-                 "stage2": _softmax(zt["ce2"]), "stage3": _softmax(ens_t)}
+                 "stage2": _softmax(zt["st2"]), "stage3": _softmax(ens_t)}
     for k, v in raw_probs.items():
         metrics[k]["ece_uncalibrated"] = ece(v, yt, g.ece_bins)
+    # each cross-encoder on its own (calibrated, not stacked): what the stacking adds
+    for name, teacher in (("ce2", t.ce2), ("ce3", t.ce3)):
+        pdm, ptm = teacher.proba_from_logits(zd[name]), teacher.proba_from_logits(zt[name])
+        metrics[f"{name}_alone"] = agreement_metrics(ptm, yt, rawt, ScaleMap.fit(pdm @ np.arange(N_GRADES), rawd),
+                                                     g.positive_grade, g.ece_bins, g.grade_rule)
     share2, share3 = float((stage_t >= 2).mean()), float((stage_t >= 3).mean())
     cas_cost = c1 + share2 * c2 + share3 * c3
     metrics["cascade"].update({
@@ -319,7 +333,8 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, t: Teachers)
     metrics["stage3"]["compute_per_1k_s"] = costs["stage3_alone"]
     metrics["mean_baseline_rmse_raw"] = float(np.sqrt(np.mean((rawt - np.nanmean(inp.sets["train"]["raw_score"])) ** 2)))
     metrics["split"] = g.report_split
-    key = digest(t.gbm.version, t.ce2.version, t.ce3.version, temps, thresholds, t.ens.stacker_digest())
+    key = digest(t.gbm.version, t.ce2.version, t.ce3.version, temps, thresholds, t.st2.stacker_digest(),
+                 t.ens.stacker_digest())
     log.info("grading test (n=%d): stage1 QWK %.4f, stage2 %.4f, stage3 %.4f, cascade %.4f at %.0f%% of stage-3 compute; "
              "cascade RMSE %.4f (mean baseline %.4f)", len(test), metrics["stage1"]["qwk"], metrics["stage2"]["qwk"],
              metrics["stage3"]["qwk"], metrics["cascade"]["qwk"], 100 * metrics["cascade"]["compute_share_of_stage3"],
@@ -340,7 +355,7 @@ def make_cascade(cfg: RelgradeConfig, t: Teachers, cal: Calibration) -> TeacherC
     if j.enabled:
         llm = LLMJudgeTeacher(j.base_url, j.model, j.api_key_env, j.timeout_s, j.judge_confidence)
         llm.check()  # unreachable endpoint: a clear error before any pair is graded
-    return TeacherCascade(t.gbm, t.ce2, t.ens, cal.thresholds, llm, j.min_confidence if j.enabled else None)
+    return TeacherCascade(t.gbm, t.st2, t.ens, cal.thresholds, llm, j.min_confidence if j.enabled else None)
 
 
 def chunk_dir(cfg: RelgradeConfig, inp: Inputs, cascade: TeacherCascade, cal: Calibration) -> Path:
