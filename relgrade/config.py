@@ -248,9 +248,9 @@ class GradingConfig(_Strict):
 
     seed: int = 20260704
     # stage 1: gradient boosting on cheap pair features
-    gbm_max_iter: int = 300
+    gbm_max_iter: int = 500
     gbm_learning_rate: float = 0.06
-    gbm_max_leaf_nodes: int = 31
+    gbm_max_leaf_nodes: int = 15
     gbm_l2: float = 1.0
     # stage 2: cross-encoder fine-tuned from the base MiniLM (query, title) -> 4 grades
     ce_layers: int = Field(3, ge=1, le=6)  # keep the first N of MiniLM's 6 layers (cheaper)

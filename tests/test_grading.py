@@ -82,6 +82,40 @@ def test_soft_grade_targets_follow_the_numeric_label():
     assert np.allclose(soft_grade_targets(grade, None), np.eye(4)[grade])
 
 
+def test_character_grams_match_misspelt_queries():
+    from relgrade.grading.features import CharGrams
+
+    items = ["DEWALT 20-Volt Cordless Drill Kit", "Everbilt Stainless Steel Hinge", "Cordless Drill Driver Set",
+             "Stainless Steel Sink Strainer", "Drill Bit Set"]
+    cg = CharGrams(items, ["dewalt dril", "stainles hinge", "zzz"], min_df=1)
+    qi, ii = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 3, 0])
+    X = cg.features(qi, ii)  # char_cosine, char_containment, first_char, last_char
+    assert X[0, 0] > X[1, 0] and X[2, 0] > X[3, 0]  # the misspelt query still finds its item
+    assert X[0, 3] > 0.15 and X[1, 3] == 0  # "dril" meets "Drill", not "Hinge"
+    assert X[2, 2] > 0 and X[3, 2] > 0 and X[2, 3] > X[3, 3]  # "stainles" meets both steel items, "hinge" one
+    assert np.all((X[:, 1] >= 0) & (X[:, 1] <= 1)) and X[4].tolist() == [0, 0, 0, 0]
+    np.testing.assert_allclose(X, cg.features(qi, ii))  # deterministic
+
+
+def test_gbm_learns_soft_targets_from_the_numeric_label():
+    from relgrade.grading.teachers import GBMTeacher
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    x = rng.uniform(0, 3, n)
+    raw = 1 + 2 * x / 3 + rng.normal(0, 0.05, n)  # a 1..3 mean rating rising with x
+    y = np.clip(np.floor(x + 0.5), 0, 3).astype(np.int64)
+    X = np.column_stack([x, rng.normal(size=n)]).astype(np.float32)
+    hard = GBMTeacher.train(X, y, "h", 60, 0.1, 7, 1.0, 0)
+    soft = GBMTeacher.train(X, y, "s", 60, 0.1, 7, 1.0, 0, raw=raw)
+    grid = np.column_stack([np.linspace(0.2, 2.8, 50), np.zeros(50)]).astype(np.float32)
+    e_hard = softmax(hard.logits_from_features(grid)) @ np.arange(4)
+    e_soft = softmax(soft.logits_from_features(grid)) @ np.arange(4)
+    # hard targets give a staircase; soft ones follow the rating between grades
+    assert np.abs(e_soft - grid[:, 0]).mean() < np.abs(e_hard - grid[:, 0]).mean()
+    assert list(soft.model.classes_) == [0, 1, 2, 3]
+
+
 def test_cascade_escalates_only_unconfident_pairs_and_caps_least_confident_first():
     s1 = np.array([[0.9, 0.1, 0, 0], [0.4, 0.3, 0.3, 0], [0.3, 0.3, 0.2, 0.2], [0.55, 0.45, 0, 0]])
     s2 = np.array([[0, 0, 1.0, 0], [0, 0, 0.95, 0.05], [0.4, 0.3, 0.3, 0], [0, 0.9, 0.1, 0]])

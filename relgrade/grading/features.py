@@ -18,6 +18,11 @@ jaccard                token-set Jaccard
 num_tokens, num_frac   numeric query tokens (sizes, counts) and the share found
 first_hit, last_hit    the first / last query token (often the head noun) found
 phrase_hit             the normalized query is a substring of the normalized title
+char_cosine            cosine of the query's and the item's character 3-4-gram TF-IDF
+                       vectors (spelling-robust: ``dewalt dril`` still meets ``drill``)
+char_containment       share of the query's character 3-4-grams found in the item
+first_char, last_char  character-gram cosine of the first / last query word alone
+                       against the item (the head noun, misspelt or not)
 rank_*, score_beh.     mining channel ranks (NaN when the channel missed the item or
 agreement, prior       the pair is not in the union), agreement, retrieval prior
 =====================  ===========================================================
@@ -25,6 +30,7 @@ agreement, prior       the pair is not in the union), agreement, retrieval prior
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import numpy as np
@@ -40,6 +46,7 @@ log = logging.getLogger("relgrade.grading")
 FEATURES = [
     "bm25", "cosine", "q_tokens", "t_tokens", "overlap", "overlap_frac", "idf_overlap", "jaccard",
     "num_tokens", "num_frac", "first_hit", "last_hit", "phrase_hit",
+    "char_cosine", "char_containment", "first_char", "last_char",
     "rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior",
 ]
 UNION_FEATURES = ["rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior"]
@@ -47,6 +54,44 @@ UNION_FEATURES = ["rank_lexical", "rank_dense", "rank_behavioral", "score_behavi
 
 def _is_num(tok: str) -> bool:
     return tok[:1].isdigit()
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class CharGrams:
+    """Character 3-4-gram TF-IDF (within word boundaries) fitted on the item texts:
+    L2-normalized rows for items and queries, and the vectors of each query's first and
+    last word alone. Query grams the catalog never uses carry no weight."""
+
+    def __init__(self, item_texts: list[str], query_texts: list[str], min_df: int = 2):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), min_df=min_df, sublinear_tf=True,
+                                   dtype=np.float32).fit(item_texts)
+        self.items = self._rows(item_texts)
+        self.queries = self._rows(query_texts)
+        words = [_WORD.findall(t.lower()) or [""] for t in query_texts]
+        self.first = self._rows([w[0] for w in words])
+        self.last = self._rows([w[-1] for w in words])
+        self.q_grams = np.diff(self.queries.indptr).astype(np.float32)
+
+    def _rows(self, texts: list[str]) -> sp.csr_matrix:
+        m = self.vec.transform(texts).tocsr()
+        m.sort_indices()
+        return m
+
+    def features(self, qi: np.ndarray, ii: np.ndarray) -> np.ndarray:
+        """(n, 4): char_cosine, char_containment, first_char, last_char."""
+        T = self.items[ii]
+        out = np.zeros((len(qi), 4), dtype=np.float32)
+        P = self.queries[qi].multiply(T).tocsr()  # shared grams (tf-idf weights are > 0)
+        P.eliminate_zeros()
+        out[:, 0] = np.asarray(P.sum(axis=1)).ravel()
+        out[:, 1] = np.diff(P.indptr) / np.maximum(self.q_grams[qi], 1.0)
+        out[:, 2] = np.asarray(self.first[qi].multiply(T).sum(axis=1)).ravel()
+        out[:, 3] = np.asarray(self.last[qi].multiply(T).sum(axis=1)).ravel()
+        return out
 
 
 class PairFeaturizer:
@@ -120,6 +165,7 @@ class PairFeaturizer:
         self.q_tokens, self.q_idf, self.q_num, self.q_first, self.q_last = q_tokens, q_idf, q_num, first, last
         self.q_norm = np.array([" ".join(normalize(t).split()) for t in self.q["text"]], dtype=object)
         self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
+        self.chars = CharGrams(list(texts), self.q["text"].astype(str).tolist())
         # dense: the mining channel's cached embeddings (encoded on a cache miss)
         dense = make_channel("dense", cfg)
         self.item_emb = dense.encode(texts.tolist(), what="items")
@@ -211,7 +257,8 @@ class PairFeaturizer:
             X[:, 10] = has(first)
             X[:, 11] = has(last)
             X[:, 12] = phrase
-        X[:, 13:] = self.union_features(pairs)
+        X[:, 13:17] = self.chars.features(qi, ii)
+        X[:, 17:] = self.union_features(pairs)
         return X
 
     def texts(self, pairs: pd.DataFrame) -> tuple[list[str], list[str]]:

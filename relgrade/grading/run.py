@@ -150,19 +150,20 @@ def train_or_load_teachers(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs)
     g = cfg.grading
     tr = inp.sets["train"]
     y = tr["grade"].to_numpy(dtype=np.int64)
+    raw = tr["raw_score"].to_numpy(dtype=float) if "raw_score" in tr.columns else None
     X = fz.transform(tr)
     root = teachers_dir(cfg)
     trained = {}
     # stage 1
     v1 = "gbm-" + digest(CODE_VERSION, FEATURES, g.gbm_max_iter, g.gbm_learning_rate, g.gbm_max_leaf_nodes, g.gbm_l2,
-                         g.seed, X.tobytes(), y.tobytes())
+                         g.seed, X.tobytes(), y.tobytes(), b"" if raw is None else raw.tobytes())
     d1 = root / "stage1" / v1
     if (d1 / "meta.json").exists():
         gbm = GBMTeacher.load(d1, g.threads)
         trained[1] = False
     else:
         gbm = GBMTeacher.train(X, y, v1, g.gbm_max_iter, g.gbm_learning_rate, g.gbm_max_leaf_nodes, g.gbm_l2, g.seed,
-                               threads=g.threads)
+                               threads=g.threads, raw=raw)
         gbm.save(d1)
         trained[1] = True
     ce2, ce3 = train_or_load_cross_encoders(cfg, fz, inp, trained)

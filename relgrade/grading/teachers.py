@@ -109,15 +109,21 @@ class GBMTeacher(Teacher):
 
     @classmethod
     def train(cls, X: np.ndarray, y: np.ndarray, version: str, max_iter: int, learning_rate: float,
-              max_leaf_nodes: int, l2: float, seed: int, stage: int = 1, threads: int = 1) -> "GBMTeacher":
+              max_leaf_nodes: int, l2: float, seed: int, stage: int = 1, threads: int = 1,
+              raw: np.ndarray | None = None) -> "GBMTeacher":
+        """Multinomial gradient boosting. With ``raw`` (the source's numeric label) it
+        learns the same soft targets as the cross-encoders (:func:`soft_grade_targets`):
+        each pair enters once per grade its target touches, weighted by that share."""
         from sklearn.ensemble import HistGradientBoostingClassifier
         from threadpoolctl import threadpool_limits
 
         t0 = time.perf_counter()
+        S = soft_grade_targets(y, raw)
+        rows, grades = np.nonzero(S > 0)  # row-major: each pair's grades in order
         m = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes,
                                            l2_regularization=l2, random_state=seed, early_stopping=False)
         with threadpool_limits(threads):  # OpenMP spin-waits badly on a shared 2-core box
-            m.fit(X, y)
+            m.fit(X[rows], grades, sample_weight=S[rows, grades])
         if list(m.classes_) != list(range(N_GRADES)):
             raise ValueError(f"stage-1 training labels must cover grades 0..3; got {list(m.classes_)}")
         t = cls(version, stage, m, threads)
