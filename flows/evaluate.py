@@ -15,7 +15,9 @@ from training.index import INDEX_FILE
 
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
-    inputs = [cfg.paths.table(t) for t in ("catalog", "queries", "judgments")]
+    from relgrade.grading.run import test_scores_path
+
+    inputs = [*(cfg.paths.table(t) for t in ("catalog", "queries", "judgments")), test_scores_path(cfg)]
     for spec in default_models(cfg).values():
         if spec["kind"] == "trained":
             inputs += [spec["path"] / "model.safetensors", spec["path"] / INDEX_FILE]

@@ -116,6 +116,8 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None, log: logging
     log.info("published %s: %d rows in %.0fs", VIEW, pub["rows"], time.perf_counter() - t1)
     pub_prior = fs.publish(cfg, PRIOR_VIEW, to_feature_batch(refined, snapshot_ts), gate_for(cfg, PRIOR_VIEW))
     t_pub = time.perf_counter() - t1
+    if cal.test_scores is not None:  # evidence for the evaluation (the teacher as a judged-set ranker)
+        write_parquet_atomic(cal.test_scores, R.test_scores_path(cfg))
     path = write_parquet_atomic(grades, R.grades_path(cfg))
     summary["grades"] = str(path)
     summary["published"] = {VIEW: pub, PRIOR_VIEW: pub_prior}

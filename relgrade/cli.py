@@ -172,15 +172,16 @@ def experiments(
     only: list[str] = typer.Option(None, "--only", help="Only these extra runs (no_curriculum, grades_only, scaling_0.1, ...)."),
     retrain: bool = typer.Option(False, "--retrain", help="Retrain models whose folders already exist."),
 ):
-    """Baselines, ablations (no curriculum, grades only) and data scaling (10/30/100% of
-    the teacher-graded pairs), trained and evaluated together; writes
+    """Baselines, ablations (no curriculum, grades only), data scaling (10/30/100% of
+    the teacher-graded pairs) and the step budget (student and click-trained with 2x the
+    examples per stage), trained and evaluated together; writes
     reports/experiments/report.{html,json} and benchmarks/results/training_experiments.json.
     Not part of the pipeline (each extra model costs a training run and a catalog encoding)."""
     cfg, _, log_path = _setup(profile, data_root, "experiments")
     from training.experiments import run_experiments
 
     result = _run(run_experiments, cfg, only=only or None, reuse=not retrain)
-    typer.echo(json.dumps({k: result[k] for k in ("metrics", "targets", "data_scaling", "report")}, default=str, indent=1)[:8000])
+    typer.echo(json.dumps({k: result[k] for k in ("metrics", "targets", "data_scaling", "step_budget", "report")}, default=str, indent=1)[:8000])
     _where(cfg, log_path)
 
 

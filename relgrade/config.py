@@ -366,14 +366,19 @@ class TrainingConfig(_Strict):
     progress_every_s: float = Field(10.0, gt=0)
     # experiments (`relgrade experiments`): graded-pair fractions for data scaling
     scaling_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0])
+    # experiments: the student and the click-trained baseline again with every stage's
+    # examples multiplied by each factor (1.0 = the train stage's own models)
+    budget_multipliers: list[float] = Field(default_factory=lambda: [2.0])
 
 
 class EvaluationConfig(_Strict):
     """Evaluation of every model on human-labelled queries (docs/training.md)."""
 
     split: Literal["dev", "test"] = "test"  # human-labelled split scored
-    models: list[Literal["student", "click_trained", "base", "bm25"]] = Field(
-        default_factory=lambda: ["student", "click_trained", "base", "bm25"])
+    # teacher: the grading cascade ranking the judged items (the distillation reference;
+    # judged-set metrics only, left out when the grade stage has not run)
+    models: list[Literal["student", "click_trained", "base", "bm25", "teacher"]] = Field(
+        default_factory=lambda: ["student", "click_trained", "base", "bm25", "teacher"])
     ndcg_k: int = Field(10, ge=1)  # judged-set NDCG@k, gain 2^grade - 1
     embarrassing_k: int = Field(3, ge=1)  # share of the top-k judged items with grade 0
     recall_k: int = Field(100, ge=1)  # full-catalog recall@k ...

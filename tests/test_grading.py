@@ -291,6 +291,18 @@ def test_grade_flow_end_to_end_and_cached_rerun(root):
     ent = g[["query_id", "item_id"]].head(5).assign(event_timestamp=snap + pd.Timedelta(hours=1))
     feats = historical_features(cfg, ent, ["relevance_grade_fv:grade", "relevance_grade_fv:deciding_stage"])
     assert feats["grade"].astype(int).tolist() == g["grade"].head(5).tolist()
+    # the cascade's expected grade for every human-judged test pair (the evaluation's
+    # distillation reference), consistent with the test metrics of the report
+    from relgrade.grading.run import test_scores_path
+
+    ts = read_parquet(test_scores_path(cfg))
+    j = read_parquet(cfg.paths.table("judgments"))
+    q = read_parquet(cfg.paths.table("queries"))
+    test_j = j[j["query_id"].isin(set(q.loc[q["split"] == "test", "query_id"]))]
+    assert set(zip(ts["query_id"], ts["item_id"])) <= set(zip(test_j["query_id"], test_j["item_id"]))
+    assert len(ts) >= 0.9 * len(test_j) and ts[["query_id", "item_id"]].duplicated().sum() == 0
+    for k in ("stage1", "stage2", "stage3", "cascade"):
+        assert ts[f"expected_grade_{k}"].between(0, 3).all()
     # report
     html_text = (report_dir(cfg) / "report.html").read_text()
     assert "data:image/png;base64," in html_text and "quadratic" in html_text

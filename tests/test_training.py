@@ -97,6 +97,22 @@ def test_curriculum_adds_levels_stage_by_stage(world):
     assert all(s.levels == (1, 2, 3, 4, 5) and s.new_levels == () for s in flat)
     assert [s.loss for s in flat] == [s.loss for s in stages]  # same losses and budget, no schedule
     assert [s.max_examples for s in flat] == [s.max_examples for s in stages]
+    # the budget experiment scales every stage's examples, nothing else
+    double = plan(t, budget_multiplier=2.0)
+    assert [s.max_examples for s in double] == [2 * s.max_examples for s in stages]
+    assert [(s.levels, s.loss, s.learning_rate) for s in double] == [(s.levels, s.loss, s.learning_rate) for s in stages]
+    with pytest.raises(ValueError, match="budget_multiplier"):
+        plan(t, budget_multiplier=0)
+
+
+def test_experiment_runs_pair_each_budget_with_a_click_trained_twin(world):
+    from training.args import experiment_runs
+
+    runs = {r.name: r for r in experiment_runs(world["cfg"])}
+    s, c = runs["student_budget_2x"], runs["click_trained_budget_2x"]
+    assert (s.target_column, s.use_curriculum, s.budget_multiplier) == ("target", True, 2.0)
+    assert (c.target_column, c.use_curriculum, c.budget_multiplier) == ("click_target", False, 2.0)
+    assert s.output_dir != c.output_dir and all(r.budget_multiplier == 1.0 for n, r in runs.items() if "budget" not in n)
 
 
 def test_stage_examples_respect_levels_and_targets(world, frame):
@@ -147,6 +163,30 @@ def _toy_eval():
     # query a ranks i2 (grade 0) first, then i1, i3; its top-2 catalog hits hold i1 only
     sc = Scored(np.array([0.5, 0.9, 0.1, 0.3, 0.2, 0.7]), [{0, 1}, {3}, set()], {})
     return ed, sc
+
+
+def test_teacher_reference_ranks_judged_items_by_its_held_out_scores(tmp_path):
+    """The teacher row reads the grade stage's held-out scores for exactly the judged
+    pairs; it has judged-set metrics only (no recall), and a missing pair is an error."""
+    from relgrade.grading.run import test_scores_path
+    from training.evaluate import query_metrics, score_teacher
+
+    ed, _ = _toy_eval()
+    cfg = load_config("quick", overrides={"data_root": str(tmp_path)})
+    path = test_scores_path(cfg)
+    path.parent.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="relgrade grade"):
+        score_teacher(ed, cfg)
+    scores = ed.judged[["query_id", "item_id", "grade"]].assign(expected_grade_cascade=ed.judged["grade"] + 0.1)
+    scores.iloc[::-1].to_parquet(path)  # row order must not matter
+    sc = score_teacher(ed, cfg)
+    np.testing.assert_allclose(sc.judged_scores, ed.judged["grade"] + 0.1)
+    pq_ = query_metrics(ed, sc, cfg)
+    assert pq_["ndcg"].dropna().eq(1.0).all() and pq_["recall"].isna().all()
+    np.testing.assert_allclose(pq_["emb"], [1 / 3, 1.0, 0.0])  # the least embarrassing order possible
+    scores.iloc[1:].to_parquet(path)
+    with pytest.raises(ValueError, match="no teacher score for 1 of 6"):
+        score_teacher(ed, cfg)
 
 
 def test_query_metrics_match_hand_computation():

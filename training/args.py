@@ -25,6 +25,7 @@ class TrainRun:
     output_dir: Path  # sentence-transformers folder written by the run
     use_curriculum: bool = True  # False: every stage draws from all five levels
     graded_fraction: float = 1.0  # share of teacher-graded pairs kept (data scaling)
+    budget_multiplier: float = 1.0  # every stage's max_examples times this (budget experiment)
     description: str = ""
 
     def with_(self, **kw) -> "TrainRun":
@@ -108,4 +109,12 @@ def experiment_runs(cfg: RelgradeConfig) -> list[TrainRun]:
         if f < 1.0:
             runs.append(TrainRun(f"scaling_{f:g}", cfg.training.target_column, model_dir(cfg, f"scaling_{f:g}"),
                                  graded_fraction=f, description=f"student on {f:.0%} of the teacher-graded pairs"))
+    # the step budget: the student and the click-trained baseline with every stage's
+    # examples multiplied (does a larger budget widen the gap between the two?)
+    for m in cfg.training.budget_multipliers:
+        if m != 1.0:
+            for base in (student_run(cfg), click_run(cfg)):
+                name = f"{base.name}_budget_{m:g}x"
+                runs.append(base.with_(name=name, output_dir=model_dir(cfg, name), budget_multiplier=m,
+                                       description=f"{base.description}; {m:g}x the examples of every stage"))
     return runs

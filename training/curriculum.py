@@ -39,14 +39,17 @@ class StagePlan:
     learning_rate: float
 
 
-def plan(tcfg: TrainingConfig, use_curriculum: bool = True) -> list[StagePlan]:
+def plan(tcfg: TrainingConfig, use_curriculum: bool = True, budget_multiplier: float = 1.0) -> list[StagePlan]:
+    if budget_multiplier <= 0:
+        raise ValueError(f"budget_multiplier must be > 0, got {budget_multiplier}")
     seen: set[int] = set()
     out = []
     for i, st in enumerate(tcfg.curriculum, start=1):
         levels = tuple(st.levels) if use_curriculum else ALL_LEVELS
         new = tuple(lv for lv in levels if lv not in seen) if use_curriculum else ()
         seen |= set(levels)
-        out.append(StagePlan(i, st.name, st.loss, levels, new, st.max_examples, st.learning_rate))
+        n = max(1, int(round(st.max_examples * budget_multiplier)))
+        out.append(StagePlan(i, st.name, st.loss, levels, new, n, st.learning_rate))
     return out
 
 

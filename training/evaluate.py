@@ -37,7 +37,8 @@ from training.index import Progress, build_index, encode, load_index, search
 log = logging.getLogger("training.evaluate")
 
 SEGMENTS = ("head", "torso", "tail")
-MODEL_LABELS = {STUDENT: "student (relgrade)", CLICK: "click-trained", "base": "base MiniLM", "bm25": "BM25"}
+MODEL_LABELS = {STUDENT: "student (relgrade)", CLICK: "click-trained", "base": "base MiniLM", "bm25": "BM25",
+                "teacher": "teacher cascade (judged set only)"}
 
 
 @dataclass
@@ -173,6 +174,29 @@ def score_bm25(ed: EvalData, cfg: RelgradeConfig, k: int) -> Scored:
     for a, b in zip(qpos, cpos):
         topk[a].add(int(b))
     return Scored(js, topk, {"fit_and_search_s": round(time.perf_counter() - t0, 3), **ch.stats})
+
+
+def score_teacher(ed: EvalData, cfg: RelgradeConfig) -> Scored:
+    """The grading cascade itself as a ranker of each query's judged items (its expected
+    grade, written by the grade stage for every judged pair of the report split). It is
+    the reference a distilled student can at best approach on the judged-set metrics; it
+    is not a retriever, so it has no recall."""
+    from relgrade.grading.run import test_scores_path
+
+    path = test_scores_path(cfg)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `relgrade grade` first")
+    if cfg.evaluation.split != cfg.grading.report_split:
+        raise ValueError(f"the teacher's held-out scores are for the {cfg.grading.report_split!r} split, "
+                         f"the evaluation scores {cfg.evaluation.split!r}")
+    ts = pd.read_parquet(path, columns=["query_id", "item_id", "expected_grade_cascade"])
+    ts = ts.astype({"query_id": str, "item_id": str}).drop_duplicates(["query_id", "item_id"], keep="last")
+    j = ed.judged[["query_id", "item_id"]].merge(ts, on=["query_id", "item_id"], how="left")
+    miss = int(j["expected_grade_cascade"].isna().sum())
+    if miss:
+        raise ValueError(f"{path}: no teacher score for {miss} of {len(j)} judged pairs: grade and evaluation "
+                         "disagree on the judgments; rerun `relgrade grade`")
+    return Scored(j["expected_grade_cascade"].to_numpy(dtype=float), None, {"pairs": int(len(j)), "source": str(path)})
 
 
 # ---------------------------------------------------------------- metrics
@@ -313,6 +337,13 @@ def check_targets(agg: dict, cfg: RelgradeConfig) -> list[dict]:
 def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
     specs = {}
     for m in cfg.evaluation.models:
+        if m == "teacher":
+            from relgrade.grading.run import test_scores_path
+
+            if not test_scores_path(cfg).exists():
+                log.warning("no teacher scores at %s (grade stage not run): teacher reference left out",
+                            test_scores_path(cfg))
+                continue
         if m in (STUDENT, CLICK):
             specs[m] = {"kind": "trained", "path": model_dir(cfg, m)}
         else:
@@ -324,7 +355,7 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
              title: str = "Evaluation on held-out human grades", update_card: bool = True,
              full_catalog: bool = True) -> dict:
     """Score ``models`` (name -> {"kind": "trained", "path": folder} | {"kind": "base"} |
-    {"kind": "bm25"}), aggregate, and write report.json / report.html into ``out_dir``
+    {"kind": "bm25"} | {"kind": "teacher"}), aggregate, and write report.json / report.html into ``out_dir``
     (default ``<data_root>/reports/evaluation``). Returns the report dict."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -349,6 +380,8 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
             sc = score_base(ed, cfg, k)
         elif spec["kind"] == "bm25":
             sc = score_bm25(ed, cfg, k)
+        elif spec["kind"] == "teacher":
+            sc = score_teacher(ed, cfg)
         else:
             raise ValueError(f"unknown model kind {spec['kind']!r}")
         per_query[name] = query_metrics(ed, sc, cfg)

@@ -6,7 +6,10 @@
    (target = teacher expected grade / 3; no prior, no engagement);
 3. data scaling: the student recipe on 10% and 30% of the teacher-graded pairs (100% is
    the student itself);
-4. one evaluation of every model plus the base MiniLM and BM25 on the held-out human
+4. step budget: the student and the click-trained baseline again with every stage's
+   examples multiplied (``training.budget_multipliers``, default 2x);
+5. one evaluation of every model plus the base MiniLM, BM25 and the teacher reference
+   (when the grade stage has run) on the held-out human
    grades (same bootstrap resamples for all), written to
    ``<data_root>/reports/experiments/report.{html,json}``, and a compact summary to
    ``benchmarks/results/training_experiments.json``.
@@ -49,6 +52,10 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     models = {name: {"kind": "trained", "path": r.output_dir} for name, r in trained.items()}
     models["base"] = {"kind": "base"}
     models["bm25"] = {"kind": "bm25"}
+    from relgrade.grading.run import test_scores_path
+
+    if test_scores_path(cfg).exists():
+        models["teacher"] = {"kind": "teacher"}
     rep = evaluate(cfg, models, out_dir=experiments_dir(cfg), title="Baselines, ablations and data scaling",
                    update_card=False)
     metrics = {m: {k: v["all"] for k, v in d.items()} for m, d in rep["models"].items()}
@@ -60,13 +67,25 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
                             "graded_rows": (s.get("data") or {}).get("graded_rows"),
                             **{k: v["mean"] for k, v in metrics[r.name].items()}})
     scaling.sort(key=lambda x: x["graded_fraction"])
+    # step budget: student / click-trained at each multiplier (1x = the train stage's pair)
+    budget = []
+    for m in [1.0] + [x for x in cfg.training.budget_multipliers if x != 1.0]:
+        a, b = ("student", "click_trained") if m == 1.0 else (f"student_budget_{m:g}x", f"click_trained_budget_{m:g}x")
+        if a in metrics and b in metrics:
+            row = {"budget_multiplier": m, "student": a, "click_trained": b}
+            for k in metrics[a]:
+                sa, sb = metrics[a][k]["mean"], metrics[b][k]["mean"]
+                row[k] = {"student": sa, "click_trained": sb,
+                          "ratio": None if sa is None or not sb else sa / sb}
+            budget.append(row)
     summary = {
         "profile": cfg.profile, "generated_at": rep["generated_at"], "split": rep["split"], "queries": rep["queries"],
         "queries_with_grade0": rep["queries_with_grade0"], "bootstrap": rep["bootstrap"],
         "runs": {name: {"description": r.description, "target_column": r.target_column, "use_curriculum": r.use_curriculum,
-                        "graded_fraction": r.graded_fraction} for name, r in trained.items()},
+                        "graded_fraction": r.graded_fraction, "budget_multiplier": r.budget_multiplier}
+                 for name, r in trained.items()},
         "metrics": metrics, "by_segment": rep["models"], "comparisons_vs_student": rep["comparisons"],
-        "targets": rep["targets"], "data_scaling": scaling, "report": rep["paths"],
+        "targets": rep["targets"], "data_scaling": scaling, "step_budget": budget, "report": rep["paths"],
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     if results_file:

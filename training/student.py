@@ -93,7 +93,7 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
     t = cfg.training
     torch.set_num_threads(t.threads)
     rng = np.random.default_rng(t.seed)
-    stages = plan(t, run.use_curriculum)
+    stages = plan(t, run.use_curriculum, run.budget_multiplier)
     t_run = time.perf_counter()
     log.info("training %s (target %s, curriculum %s, graded fraction %.2f) -> %s", run.name, run.target_column,
              run.use_curriculum, run.graded_fraction, run.output_dir)
@@ -158,6 +158,7 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
     summary = {
         "run": run.name, "description": run.description, "target_column": run.target_column,
         "use_curriculum": run.use_curriculum, "graded_fraction": run.graded_fraction,
+        "budget_multiplier": run.budget_multiplier,
         "base_model": base_model_path(cfg), "max_seq_length": t.max_seq_length, "batch_size": t.batch_size,
         "curriculum": describe(stages), "data": data_stats, "stages": stage_stats, "index": index_stats,
         "train_s": round(sum(s.get("train_s", 0.0) for s in stage_stats), 2),

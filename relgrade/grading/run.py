@@ -56,6 +56,12 @@ def grades_path(cfg: RelgradeConfig) -> Path:
     return grading_dir(cfg) / "grades.parquet"
 
 
+def test_scores_path(cfg: RelgradeConfig) -> Path:
+    """The teachers' expected grade for every human-judged pair of the report split
+    (test): the evaluation ranks judged items by it as the distillation reference."""
+    return grading_dir(cfg) / "test_scores.parquet"
+
+
 def teachers_dir(cfg: RelgradeConfig) -> Path:
     return cfg.paths.root / "models" / "teachers"
 
@@ -228,6 +234,7 @@ class Calibration:
     metrics: dict  # test metrics per stage and the cascade
     reliability: dict
     key: str
+    test_scores: pd.DataFrame | None = None  # query_id, item_id, grade, expected_grade_<stage> on test
 
     def to_json(self) -> dict:
         return {"temperatures": self.temperatures, "thresholds": self.thresholds,
@@ -340,7 +347,10 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, t: Teachers)
              "cascade RMSE %.4f (mean baseline %.4f)", len(test), metrics["stage1"]["qwk"], metrics["stage2"]["qwk"],
              metrics["stage3"]["qwk"], metrics["cascade"]["qwk"], 100 * metrics["cascade"]["compute_share_of_stage3"],
              metrics["cascade"]["rmse_raw"], metrics["mean_baseline_rmse_raw"])
-    return Calibration(temps, thresholds, search, scale, costs, rel, metrics, rel_plots, key)
+    test_scores = pd.DataFrame({"query_id": test["query_id"].astype(str).to_numpy(),
+                                "item_id": test["item_id"].astype(str).to_numpy(), "grade": yt,
+                                **{f"expected_grade_{k}": pt_[k] @ np.arange(N_GRADES) for k in pt_}})
+    return Calibration(temps, thresholds, search, scale, costs, rel, metrics, rel_plots, key, test_scores)
 
 
 def _softmax(z):
