@@ -391,6 +391,15 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
                  per_query[name]["ndcg"].mean(), per_query[name]["ndcg_g0"].mean(), per_query[name]["emb"].mean(),
                  per_query[name]["recall"].mean())
     agg = aggregate(per_query, cfg)
+    target_lines = {}
+    if CLICK in agg["models"]:
+        e = cfg.evaluation
+        for mname, factor in ((f"recall@{e.recall_k}", 1 + e.target_relative_gain),
+                              (f"ndcg@{e.ndcg_k}_g0", 1 + e.target_relative_gain),
+                              (f"emb@{e.embarrassing_k}", e.target_embarrassing_ratio)):
+            c = agg["models"][CLICK][mname]["all"]["mean"]
+            if c is not None:
+                target_lines[mname] = c * factor
     report = {
         "title": title, "split": cfg.evaluation.split, "profile": cfg.profile,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -399,7 +408,7 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
         "segments": {s: int((ed.queries["segment"] == s).sum()) for s in SEGMENTS},
         "catalog_items": int(len(ed.item_ids)), "bootstrap": cfg.evaluation.bootstrap, "ci": cfg.evaluation.ci,
         "model_specs": {n: {"kind": s["kind"], "path": str(s.get("path", ""))} for n, s in models.items()},
-        **agg, "run_stats": stats, "eval_s": round(time.perf_counter() - t_all, 2),
+        **agg, "target_lines": target_lines, "run_stats": stats, "eval_s": round(time.perf_counter() - t_all, 2),
     }
     for name, spec in models.items():
         if spec["kind"] == "trained":
@@ -474,11 +483,18 @@ def _plots(rep: dict) -> dict[str, str]:
         ax.bar(range(len(models)), mean, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(models))])
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels([MODEL_LABELS.get(mo, mo) for mo in models], rotation=35, ha="right", fontsize=8)
+        for i, v in enumerate(vals):
+            if v["mean"] is None:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
         ax.set_title(m)
         lo = min((v["lo"] or 0) for v in vals)
         if m.startswith("ndcg"):
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-    fig.suptitle(f"{rep['split']} queries, {int(rep['ci'] * 100)}% bootstrap intervals")
+        goal = rep.get("target_lines", {}).get(m)
+        if goal is not None:  # the target, relative to the click-trained model
+            ax.axhline(goal, color="k", ls="--", lw=1, label="target")
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{rep['split']} queries, {int(rep['ci'] * 100)}% bootstrap intervals; dashed: target vs click-trained")
     out["overall"] = _png(fig)
     fig, axes = plt.subplots(1, len(mnames), figsize=(4 * len(mnames), 3.6))
     w = 0.8 / max(len(models), 1)
