@@ -26,7 +26,7 @@ from pathlib import Path
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
 from training.args import experiment_runs, experiments_dir, pipeline_runs
-from training.evaluate import evaluate
+from training.evaluate import default_models, evaluate
 from training.index import INDEX_FILE
 from training.student import read_summary, train
 
@@ -52,10 +52,8 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     models = {name: {"kind": "trained", "path": r.output_dir} for name, r in trained.items()}
     models["base"] = {"kind": "base"}
     models["bm25"] = {"kind": "bm25"}
-    from relgrade.grading.run import test_scores_path
-
-    if test_scores_path(cfg).exists():
-        models["teacher"] = {"kind": "teacher"}
+    # the teacher reference, as in the evaluate stage (left out there when grading has not run)
+    models.update({n: spec for n, spec in default_models(cfg).items() if spec["kind"] == "teacher"})
     rep = evaluate(cfg, models, out_dir=experiments_dir(cfg), title="Baselines, ablations and data scaling",
                    update_card=False)
     metrics = {m: {k: v["all"] for k, v in d.items()} for m, d in rep["models"].items()}
