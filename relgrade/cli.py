@@ -171,13 +171,19 @@ def experiments(
     data_root: Optional[str] = DataRootOpt,
     only: list[str] = typer.Option(None, "--only", help="Only these extra runs (no_curriculum, grades_only, scaling_0.1, ...)."),
     retrain: bool = typer.Option(False, "--retrain", help="Retrain models whose folders already exist."),
+    budgets: list[float] = typer.Option(None, "--budget", help="Step-budget multipliers to run (repeatable; "
+                                        "default: training.budget_multipliers, 2x 4x 8x)."),
 ):
     """Baselines, ablations (no curriculum, grades only), data scaling (10/30/100% of
-    the teacher-graded pairs) and the step budget (student and click-trained with 2x the
-    examples per stage), trained and evaluated together; writes
+    the teacher-graded pairs) and the step budget (student and click-trained with 2x, 4x
+    and 8x the examples per stage), trained and evaluated together; writes
     reports/experiments/report.{html,json} and benchmarks/results/training_experiments.json.
     Not part of the pipeline (each extra model costs a training run and a catalog encoding)."""
-    cfg, _, log_path = _setup(profile, data_root, "experiments")
+    cfg, ov, log_path = _setup(profile, data_root, "experiments")
+    if budgets:
+        from flows.runtime import get_config
+
+        cfg = get_config(profile, {**(ov or {}), "training": {"budget_multipliers": list(budgets)}})
     from training.experiments import run_experiments
 
     result = _run(run_experiments, cfg, only=only or None, reuse=not retrain)

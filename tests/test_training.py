@@ -230,6 +230,54 @@ def test_bootstrap_intervals_and_paired_ratios():
     assert sum(agg["models"]["student"]["ndcg@10"][sg]["n"] for sg in ("head", "torso", "tail")) == n
 
 
+def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
+    """Each budget's student against its same-budget click-trained twin (ratios, paired
+    intervals, targets) and against the best click-trained run of any budget: a baseline
+    that degrades with more steps must not flatter the student."""
+    from training.evaluate import aggregate, render_html
+    from training.experiments import budget_comparison
+
+    cfg = load_config("quick", overrides={"evaluation": {"bootstrap": 300}})
+    rng = np.random.default_rng(1)
+    n = 240
+    seg = np.array(["head", "torso", "tail"])[rng.integers(0, 3, n)]
+    v0 = rng.uniform(0.4, 0.8, n)
+
+    def frame_(v, emb):
+        return pd.DataFrame({"query_id": np.arange(n).astype(str), "segment": seg, "ndcg": v, "ndcg_g0": v,
+                             "emb": emb, "recall": v, "has_g0": True})
+
+    pq = {"student": frame_(v0 * 1.02, 0.10 * np.ones(n)), "click_trained": frame_(v0, 0.12 * np.ones(n)),
+          "student_budget_8x": frame_(v0 * 1.06, 0.09 * np.ones(n)),
+          "click_trained_budget_8x": frame_(v0 * 0.90, 0.15 * np.ones(n)), "bm25": frame_(v0 * 1.04, 0.2 * np.ones(n))}
+    pairs = [(1.0, "student", "click_trained"), (8.0, "student_budget_8x", "click_trained_budget_8x")]
+    rows = budget_comparison(pq, pairs, cfg)
+    r1, r8 = rows
+    assert r8["recall@100"]["ratio"] == pytest.approx(1.06 / 0.90)
+    lo, hi = r8["recall@100"]["ratio_ci"]
+    assert lo <= r8["recall@100"]["ratio"] <= hi
+    met = {t["target"]: t["met"] for t in r8["targets"]}
+    assert met["student_budget_8x / click_trained_budget_8x recall@100"] is True
+    assert met["student_budget_8x / bm25 recall@100"] is True
+    assert {t["target"]: t["met"] for t in r1["targets"]}["student / click_trained recall@100"] is False
+    # against the best click-trained run: the 1x one on recall (higher), also the 1x one on emb (lower)
+    best = r8["vs_best_click_trained"]
+    assert best["recall@100"]["click_trained"] == "click_trained" and best["recall@100"]["ratio"] == pytest.approx(1.06)
+    assert best["emb@3"]["click_trained"] == "click_trained" and best["emb@3"]["ratio"] == pytest.approx(0.75)
+    # rows for different queries (or another order) are refused, not silently misaligned
+    shuffled = dict(pq, click_trained_budget_8x=pq["click_trained_budget_8x"].iloc[::-1].reset_index(drop=True))
+    with pytest.raises(ValueError, match="same queries"):
+        budget_comparison(shuffled, pairs, cfg)
+    # the report section: a table row per budget and its plot
+    agg = aggregate(pq, cfg)
+    rep = {"title": "t", "split": "test", "profile": "quick", "generated_at": "now", "queries": n, "judged_pairs": n,
+           "queries_with_grade0": n, "segments": {}, "catalog_items": 1, "bootstrap": 300, "ci": 0.95, **agg,
+           "step_budget": rows}
+    page = render_html(rep)
+    section = page[page.index("<h2>Step budget</h2>"):]
+    assert "<td>8x</td>" in section and "<td>1x</td>" in section and "data:image/png;base64," in section
+
+
 # --------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def trained(world):

@@ -235,7 +235,7 @@ def query_metrics(ed: EvalData, sc: Scored, cfg: RelgradeConfig) -> pd.DataFrame
     return out
 
 
-def _metric_names(cfg: RelgradeConfig) -> dict[str, str]:
+def metric_names(cfg: RelgradeConfig) -> dict[str, str]:
     e = cfg.evaluation
     return {f"ndcg@{e.ndcg_k}": "ndcg", f"ndcg@{e.ndcg_k}_g0": "ndcg_g0", f"emb@{e.embarrassing_k}": "emb",
             f"recall@{e.recall_k}": "recall"}
@@ -263,7 +263,7 @@ def aggregate(per_query: dict[str, pd.DataFrame], cfg: RelgradeConfig) -> dict:
     the student against every other model."""
     e = cfg.evaluation
     alpha = 1 - e.ci
-    names = _metric_names(cfg)
+    names = metric_names(cfg)
     any_model = next(iter(per_query.values()))
     n = len(any_model)
     idx = _boot_idx(n, e.bootstrap, e.seed)
@@ -282,33 +282,50 @@ def aggregate(per_query: dict[str, pd.DataFrame], cfg: RelgradeConfig) -> dict:
                 res[mname][s] = _mean_ci(pq[col].to_numpy()[mask], sidx, alpha)
         out["models"][model] = res
     if STUDENT in per_query:
-        st = per_query[STUDENT]
         for other, pq in per_query.items():
-            if other == STUDENT:
-                continue
-            comp = {}
-            for mname, col in names.items():
-                a, b = st[col].to_numpy(float), pq[col].to_numpy(float)
-                ok = ~np.isnan(a) & ~np.isnan(b)
-                if ok.sum() == 0:
-                    continue
-                A, B = np.where(ok, a, 0)[idx].sum(1), np.where(ok, b, 0)[idx].sum(1)
-                ratio = np.where(B > 0, A / np.where(B > 0, B, 1), np.nan)
-                diff = (A - B) / np.maximum(ok[idx].sum(1), 1)
-                rr = a[ok].mean() / b[ok].mean() if b[ok].mean() > 0 else None
-                comp[mname] = {"student": float(a[ok].mean()), "other": float(b[ok].mean()),
-                               "ratio": None if rr is None else float(rr),
-                               "ratio_ci": [float(np.nanquantile(ratio, alpha / 2)), float(np.nanquantile(ratio, 1 - alpha / 2))],
-                               "diff": float(a[ok].mean() - b[ok].mean()),
-                               "diff_ci": [float(np.quantile(diff, alpha / 2)), float(np.quantile(diff, 1 - alpha / 2))],
-                               "diff_by_segment": {s: (float(a[ok & (seg == s)].mean() - b[ok & (seg == s)].mean())
-                                                       if (ok & (seg == s)).any() else None) for s in SEGMENTS}}
-            out["comparisons"][other] = comp
+            if other != STUDENT:
+                out["comparisons"][other] = paired_comparison(per_query[STUDENT], pq, cfg, idx)
     out["targets"] = check_targets(out, cfg)
     return out
 
 
-def check_targets(agg: dict, cfg: RelgradeConfig) -> list[dict]:
+def paired_comparison(a_pq: pd.DataFrame, b_pq: pd.DataFrame, cfg: RelgradeConfig, idx: np.ndarray | None = None) -> dict:
+    """Model A (``"student"`` in the result) against model B (``"other"``) per metric, on
+    the queries where both have a value: the ratio and the difference of the means, each
+    with a paired percentile bootstrap interval (the same query resamples for both
+    models), and the difference per segment. ``idx``: the resamples (default: the
+    evaluation's, as in :func:`aggregate`)."""
+    e = cfg.evaluation
+    alpha = 1 - e.ci
+    if idx is None:
+        idx = _boot_idx(len(a_pq), e.bootstrap, e.seed)
+    if len(a_pq) != len(b_pq) or not np.array_equal(a_pq["query_id"].to_numpy(), b_pq["query_id"].to_numpy()):
+        raise ValueError("paired comparison needs both models' per-query rows for the same queries in the same order")
+    seg = a_pq["segment"].to_numpy()
+    comp = {}
+    for mname, col in metric_names(cfg).items():
+        a, b = a_pq[col].to_numpy(float), b_pq[col].to_numpy(float)
+        ok = ~np.isnan(a) & ~np.isnan(b)
+        if ok.sum() == 0:
+            continue
+        A, B = np.where(ok, a, 0)[idx].sum(1), np.where(ok, b, 0)[idx].sum(1)
+        ratio = np.where(B > 0, A / np.where(B > 0, B, 1), np.nan)
+        diff = (A - B) / np.maximum(ok[idx].sum(1), 1)
+        rr = a[ok].mean() / b[ok].mean() if b[ok].mean() > 0 else None
+        comp[mname] = {"student": float(a[ok].mean()), "other": float(b[ok].mean()),
+                       "ratio": None if rr is None else float(rr),
+                       "ratio_ci": [float(np.nanquantile(ratio, alpha / 2)), float(np.nanquantile(ratio, 1 - alpha / 2))],
+                       "diff": float(a[ok].mean() - b[ok].mean()),
+                       "diff_ci": [float(np.quantile(diff, alpha / 2)), float(np.quantile(diff, 1 - alpha / 2))],
+                       "diff_by_segment": {s: (float(a[ok & (seg == s)].mean() - b[ok & (seg == s)].mean())
+                                               if (ok & (seg == s)).any() else None) for s in SEGMENTS}}
+    return comp
+
+
+def check_targets(agg: dict, cfg: RelgradeConfig, click: str = CLICK, label: str = "student",
+                  click_label: str = "click-trained") -> list[dict]:
+    """The issue's targets from ``agg["comparisons"]`` (the student against ``click``,
+    ``base`` and ``bm25``); ``label`` / ``click_label`` name the pair in the rows."""
     e = cfg.evaluation
     c = agg.get("comparisons", {})
     rec, ng0, emb = f"recall@{e.recall_k}", f"ndcg@{e.ndcg_k}_g0", f"emb@{e.embarrassing_k}"
@@ -317,19 +334,19 @@ def check_targets(agg: dict, cfg: RelgradeConfig) -> list[dict]:
     def add(name, value, goal, ok):
         rows.append({"target": name, "measured": value, "goal": goal, "met": bool(ok) if ok is not None else None})
 
-    if CLICK in c:
+    if click in c:
         for m in (rec, ng0):
-            r = c[CLICK].get(m, {}).get("ratio")
-            add(f"student / click-trained {m}", r, f">= {1 + e.target_relative_gain:.2f}",
+            r = c[click].get(m, {}).get("ratio")
+            add(f"{label} / {click_label} {m}", r, f">= {1 + e.target_relative_gain:.2f}",
                 None if r is None else r >= 1 + e.target_relative_gain)
-        r = c[CLICK].get(emb, {}).get("ratio")
-        add(f"student / click-trained {emb}", r, f"<= {e.target_embarrassing_ratio:.2f}",
+        r = c[click].get(emb, {}).get("ratio")
+        add(f"{label} / {click_label} {emb}", r, f"<= {e.target_embarrassing_ratio:.2f}",
             None if r is None else r <= e.target_embarrassing_ratio)
     for other in ("base", "bm25"):
         if other in c:
             for m in (rec, ng0):
                 r = c[other].get(m, {}).get("ratio")
-                add(f"student / {other} {m}", r, "> 1.00", None if r is None else r > 1.0)
+                add(f"{label} / {other} {m}", r, "> 1.00", None if r is None else r > 1.0)
     return rows
 
 
@@ -511,6 +528,62 @@ def _plots(rep: dict) -> dict[str, str]:
     return out
 
 
+def _budget_plot(rep: dict) -> str:
+    """Each metric against the step-budget multiplier: student and click-trained runs of
+    the same budget, with their bootstrap intervals; BM25 and the base model as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, res = rep["step_budget"], rep["models"]
+    mnames = [m for m in next(iter(res.values())) if m in rows[0]]
+    xs = [r["budget_multiplier"] for r in rows]
+    fig, axes = plt.subplots(1, len(mnames), figsize=(4 * len(mnames), 3.4))
+    for ax, m in zip(np.atleast_1d(axes), mnames):
+        for key, color, lab in (("student", "C0", "student (relgrade)"), ("click_trained", "C1", "click-trained")):
+            v = [res[r[key]][m]["all"] for r in rows]
+            mean = np.array([x["mean"] for x in v], dtype=float)
+            err = [mean - np.array([x["lo"] for x in v], dtype=float), np.array([x["hi"] for x in v], dtype=float) - mean]
+            ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, color=color, label=lab)
+        for ref, ls in (("bm25", ":"), ("base", "-.")):
+            if ref in res and res[ref][m]["all"]["mean"] is not None:
+                ax.axhline(res[ref][m]["all"]["mean"], color="gray", ls=ls, lw=1, label=MODEL_LABELS.get(ref, ref))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}x" for x in xs])
+        ax.set_xlabel("examples per stage (x the default budget)")
+        ax.set_title(m)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.suptitle("step budget: the same multiplier for both models")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _png(fig)
+
+
+def _budget_section(rep: dict) -> str:
+    esc = html.escape
+    rows = rep["step_budget"]
+    mnames = [m for m in next(iter(rep["models"].values())) if m in rows[0]]
+    p = ["<h2>Step budget</h2><p>Every curriculum stage's examples multiplied for both models. Ratio: student / "
+         "click-trained of the same budget, paired bootstrap interval; best click: against the click-trained run of "
+         "any budget that scores best on the metric.</p>",
+         "<table><tr><th>budget</th>" + "".join(f"<th>{esc(m)}: student / click [CI]</th><th>{esc(m)}: vs best click</th>"
+                                               for m in mnames) + "<th>targets met</th></tr>"]
+    for r in rows:
+        cells = []
+        for m in mnames:
+            c, b = r[m], r.get("vs_best_click_trained", {}).get(m)
+            cells.append(f"<td>{_f(c['student'])} / {_f(c['click_trained'])} = {_f(c['ratio'])} "
+                         f"[{_f(c['ratio_ci'][0])}, {_f(c['ratio_ci'][1])}]</td>")
+            cells.append(f"<td>{_f(b['ratio'])} ({esc(b['click_trained'])})</td>" if b else "<td>-</td>")
+        met = [t for t in r.get("targets", []) if t["met"]]
+        cells.append("<td>" + (esc("; ".join(t["target"] for t in met)) or "none") + "</td>")
+        p.append(f"<tr><td>{r['budget_multiplier']:g}x</td>" + "".join(cells) + "</tr>")
+    p.append("</table>")
+    p.append(f"<img src='data:image/png;base64,{_budget_plot(rep)}'>")
+    return "\n".join(p)
+
+
 def _f(v) -> str:
     if v is None:
         return "-"
@@ -562,6 +635,8 @@ def render_html(rep: dict) -> str:
             p.append(f"<tr><td>{esc(t['target'])}</td><td>{_f(t['measured'])}</td><td>{esc(t['goal'])}</td>"
                      f"<td class='{cls}'>{esc(str(t['met']))}</td></tr>")
         p.append("</table>")
+    if rep.get("step_budget"):
+        p.append(_budget_section(rep))
     if rep.get("examples"):
         ex = rep["examples"]
         ms = [m for m in ex[0] if m not in ("query", "segment")]

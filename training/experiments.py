@@ -24,9 +24,11 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from relgrade.config import REPO_ROOT, RelgradeConfig
-from training.args import experiment_runs, experiments_dir, pipeline_runs
-from training.evaluate import default_models, evaluate
+from training.args import CLICK, STUDENT, experiment_runs, experiments_dir, pipeline_runs
+from training.evaluate import check_targets, default_models, evaluate, metric_names, paired_comparison, render_html
 from training.index import INDEX_FILE
 from training.student import read_summary, train
 
@@ -61,21 +63,29 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     for r in trained.values():
         if r.name == "student" or r.name.startswith("scaling_"):
             s = read_summary(r.output_dir) or {}
-            scaling.append({"model": r.name, "graded_fraction": r.graded_fraction,
-                            "graded_rows": (s.get("data") or {}).get("graded_rows"),
+            graded = (s.get("data") or {}).get("graded_rows")
+            # how much of the graded pool the step budget actually draws: when it is a
+            # small share at every fraction, the runs vary the pool, not the data seen
+            seen = sum(int(st.get("examples") or 0) for st in s.get("stages") or [])
+            scaling.append({"model": r.name, "graded_fraction": r.graded_fraction, "graded_rows": graded,
+                            "examples_seen": seen, "examples_per_graded_row": (seen / graded) if graded else None,
                             **{k: v["mean"] for k, v in metrics[r.name].items()}})
     scaling.sort(key=lambda x: x["graded_fraction"])
     # step budget: student / click-trained at each multiplier (1x = the train stage's pair)
-    budget = []
+    pairs = []
     for m in [1.0] + [x for x in cfg.training.budget_multipliers if x != 1.0]:
-        a, b = ("student", "click_trained") if m == 1.0 else (f"student_budget_{m:g}x", f"click_trained_budget_{m:g}x")
+        a, b = (STUDENT, CLICK) if m == 1.0 else (f"{STUDENT}_budget_{m:g}x", f"{CLICK}_budget_{m:g}x")
         if a in metrics and b in metrics:
-            row = {"budget_multiplier": m, "student": a, "click_trained": b}
-            for k in metrics[a]:
-                sa, sb = metrics[a][k]["mean"], metrics[b][k]["mean"]
-                row[k] = {"student": sa, "click_trained": sb,
-                          "ratio": None if sa is None or not sb else sa / sb}
-            budget.append(row)
+            pairs.append((m, a, b))
+    budget = []
+    if pairs:
+        pq = pd.read_parquet(Path(rep["paths"]["json"]).with_name("per_query.parquet"))
+        per_query = {name: g.drop(columns="model").reset_index(drop=True) for name, g in pq.groupby("model", sort=False)}
+        budget = budget_comparison(per_query, pairs, cfg)
+        rep["step_budget"] = budget  # the report gains its step-budget section
+        Path(rep["paths"]["json"]).write_text(json.dumps({k: v for k, v in rep.items() if k != "paths"}, indent=1,
+                                                         default=str))
+        Path(rep["paths"]["html"]).write_text(render_html(rep), encoding="utf-8")
     summary = {
         "profile": cfg.profile, "generated_at": rep["generated_at"], "split": rep["split"], "queries": rep["queries"],
         "queries_with_grade0": rep["queries_with_grade0"], "bootstrap": rep["bootstrap"],
@@ -92,3 +102,37 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
         p.write_text(json.dumps(summary, indent=1, default=str))
         summary["results_file"] = str(p)
     return summary
+
+
+def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[float, str, str]],
+                      cfg: RelgradeConfig) -> list[dict]:
+    """Per step budget ``(multiplier, student run, click-trained run)``: the student
+    against its click-trained twin trained with the same budget (paired bootstrap ratios
+    and the issue's targets), and against the best click-trained model of *any* budget
+    per metric (highest mean, lowest for embarrassing@k), so that a baseline that gets
+    worse with more steps cannot flatter the student."""
+    names = metric_names(cfg)
+    clicks = [b for _, _, b in pairs]
+    refs = [o for o in ("base", "bm25") if o in per_query]
+    rows = []
+    for m, a, b in pairs:
+        same = paired_comparison(per_query[a], per_query[b], cfg)
+        agg = {"comparisons": {b: same, **{o: paired_comparison(per_query[a], per_query[o], cfg) for o in refs}}}
+        best = {}
+        for mname, col in names.items():
+            means = {c: per_query[c][col].mean() for c in clicks}
+            means = {c: v for c, v in means.items() if pd.notna(v)}
+            if not means:
+                continue
+            pick = (min if mname.startswith("emb") else max)(means, key=means.get)
+            comp = paired_comparison(per_query[a], per_query[pick], cfg).get(mname)
+            if comp:
+                best[mname] = {"click_trained": pick, **comp}
+        rows.append({
+            "budget_multiplier": m, "student": a, "click_trained": b,
+            **{mname: {"student": c["student"], "click_trained": c["other"], "ratio": c["ratio"], "ratio_ci": c["ratio_ci"]}
+               for mname, c in same.items()},
+            "targets": check_targets(agg, cfg, click=b, label=a, click_label=b),
+            "vs_best_click_trained": best,
+        })
+    return rows
