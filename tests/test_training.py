@@ -278,6 +278,27 @@ def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
     assert "<td>8x</td>" in section and "<td>1x</td>" in section and "data:image/png;base64," in section
 
 
+def test_retrieval_drift_stats_and_report_section():
+    from training.evaluate import render_html
+    from training.experiments import drift_stats
+
+    appeal = np.array([-1.0, 0.0, 1.0, 2.0])
+    chars = np.array([10.0, 20.0, 30.0, 40.0])
+    s = drift_stats([{2, 3}, {3}], appeal, chars)  # items pooled over queries, repeats counted
+    assert s["title_appeal_z"] == pytest.approx((1 + 2 + 2) / 3) and s["title_chars"] == pytest.approx(110 / 3)
+    assert s["distinct_items"] == 2 and s["distinct_share"] == pytest.approx(0.5)
+    assert drift_stats([set(), set()], appeal, chars)["title_appeal_z"] is None
+    rep = {"title": "t", "split": "test", "profile": "quick", "generated_at": "now", "queries": 1, "judged_pairs": 1,
+           "queries_with_grade0": 0, "segments": {}, "catalog_items": 4, "bootstrap": 10, "ci": 0.95,
+           "models": {"student": {"recall@100": {"all": {"mean": 0.5, "lo": 0.4, "hi": 0.6}, **{
+               sg: {"mean": 0.5, "lo": 0.4, "hi": 0.6, "n": 1} for sg in ("head", "torso", "tail")}}}},
+           "retrieval_drift": {"k": 100, "catalog": {"title_appeal_z": 0.0, "title_chars": 25.0, "items": 4},
+                               "models": {"student": s, "<b>x</b>": s}}}
+    page = render_html(rep)
+    section = page[page.index("What the top 100 leans toward"):]
+    assert "&lt;b&gt;x&lt;/b&gt;" in section and "<b>x</b>" not in section and "data:image/png;base64," in section
+
+
 # --------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def trained(world):

@@ -584,6 +584,37 @@ def _budget_section(rep: dict) -> str:
     return "\n".join(p)
 
 
+def _drift_section(d: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    esc = html.escape
+    ms = d["models"]
+    c = d["catalog"]
+    p = [f"<h2>What the top {d['k']} leans toward</h2><p>Pooled over the test queries' full-catalog top {d['k']}: the "
+         "simulator's title appeal (z over the catalog; the one click driver visible in the text: brand and title "
+         "length), the mean title length, and the distinct items all queries' lists cover. Catalog: title appeal "
+         f"{_f(c['title_appeal_z'])}, {_f(c['title_chars'])} characters, {c['items']} items.</p>",
+         "<table><tr><th>model</th><th>title appeal z</th><th>title characters</th><th>distinct items</th></tr>"]
+    for n, v in ms.items():
+        p.append(f"<tr><td>{esc(MODEL_LABELS.get(n, n))}</td><td>{_f(v['title_appeal_z'])}</td><td>{_f(v['title_chars'])}</td>"
+                 f"<td>{v['distinct_items']} ({_f(v['distinct_share'])})</td></tr>")
+    p.append("</table>")
+    names = list(ms)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.4))
+    ax.bar(range(len(names)), [ms[n]["title_appeal_z"] or 0 for n in names],
+           color=["C1" if n.startswith(CLICK) else "C0" if n.startswith(STUDENT) else "C7" for n in names])
+    ax.axhline(c["title_appeal_z"], color="k", lw=1)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([MODEL_LABELS.get(n, n) for n in names], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(f"title appeal z of the top {d['k']}")
+    fig.tight_layout()
+    p.append(f"<img src='data:image/png;base64,{_png(fig)}'>")
+    return "\n".join(p)
+
+
 def _f(v) -> str:
     if v is None:
         return "-"
@@ -637,6 +668,8 @@ def render_html(rep: dict) -> str:
         p.append("</table>")
     if rep.get("step_budget"):
         p.append(_budget_section(rep))
+    if rep.get("retrieval_drift", {}).get("models"):
+        p.append(_drift_section(rep["retrieval_drift"]))
     if rep.get("examples"):
         ex = rep["examples"]
         ms = [m for m in ex[0] if m not in ("query", "segment")]

@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
@@ -82,10 +83,11 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
         pq = pd.read_parquet(Path(rep["paths"]["json"]).with_name("per_query.parquet"))
         per_query = {name: g.drop(columns="model").reset_index(drop=True) for name, g in pq.groupby("model", sort=False)}
         budget = budget_comparison(per_query, pairs, cfg)
-        rep["step_budget"] = budget  # the report gains its step-budget section
-        Path(rep["paths"]["json"]).write_text(json.dumps({k: v for k, v in rep.items() if k != "paths"}, indent=1,
-                                                         default=str))
-        Path(rep["paths"]["html"]).write_text(render_html(rep), encoding="utf-8")
+        rep["step_budget"] = budget  # the report gains its step-budget section (written below)
+    drift = retrieval_drift(cfg, models)
+    rep["retrieval_drift"] = drift
+    Path(rep["paths"]["json"]).write_text(json.dumps({k: v for k, v in rep.items() if k != "paths"}, indent=1, default=str))
+    Path(rep["paths"]["html"]).write_text(render_html(rep), encoding="utf-8")
     summary = {
         "profile": cfg.profile, "generated_at": rep["generated_at"], "split": rep["split"], "queries": rep["queries"],
         "queries_with_grade0": rep["queries_with_grade0"], "bootstrap": rep["bootstrap"],
@@ -93,7 +95,8 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
                         "graded_fraction": r.graded_fraction, "budget_multiplier": r.budget_multiplier}
                  for name, r in trained.items()},
         "metrics": metrics, "by_segment": rep["models"], "comparisons_vs_student": rep["comparisons"],
-        "targets": rep["targets"], "data_scaling": scaling, "step_budget": budget, "report": rep["paths"],
+        "targets": rep["targets"], "data_scaling": scaling, "step_budget": budget, "retrieval_drift": drift,
+        "report": rep["paths"],
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     if results_file:
@@ -136,3 +139,43 @@ def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[floa
             "vs_best_click_trained": best,
         })
     return rows
+
+
+def drift_stats(topk: list[set[int]], appeal: np.ndarray, title_chars: np.ndarray) -> dict:
+    """Query-independent traits of a model's full-catalog top k, pooled over queries."""
+    flat = np.fromiter((i for t in topk for i in t), dtype=np.int64)
+    if len(flat) == 0:
+        return {"title_appeal_z": None, "title_chars": None, "distinct_items": 0, "distinct_share": None}
+    return {"title_appeal_z": float(appeal[flat].mean()), "title_chars": float(title_chars[flat].mean()),
+            "distinct_items": int(len(np.unique(flat))), "distinct_share": float(len(np.unique(flat)) / len(appeal))}
+
+
+def retrieval_drift(cfg: RelgradeConfig, models: dict[str, dict]) -> dict:
+    """What each model's full-catalog top k leans toward beyond the query: the
+    simulator's title appeal (the one click driver a model can read from the text: brand
+    and title length; popularity and price are hidden hashes), the mean title length,
+    and how many distinct catalog items all test queries' top k cover together (a model
+    that drifts toward query-independent "clicky" items covers fewer). Catalog means for
+    reference. Only meaningful when the engagement was simulated (the bundled data)."""
+    from relgrade.simulate import item_attributes
+    from training.evaluate import load_eval_data, score_base, score_bm25, score_trained
+
+    k = cfg.evaluation.recall_k
+    ed = load_eval_data(cfg)
+    cat = pd.DataFrame({"item_id": [str(i) for i in ed.item_ids], "title": ed.item_texts})
+    appeal = item_attributes(cat, cfg.simulation)["title_appeal"].reindex(cat["item_id"]).to_numpy(dtype=float)
+    chars = np.array([len(t) for t in ed.item_texts], dtype=float)
+    out = {"k": k, "catalog": {"title_appeal_z": float(appeal.mean()), "title_chars": float(chars.mean()),
+                               "items": int(len(appeal))}, "models": {}}
+    for name, spec in models.items():
+        if spec["kind"] == "trained":
+            sc = score_trained(Path(spec["path"]), ed, cfg, k)
+        elif spec["kind"] == "base":
+            sc = score_base(ed, cfg, k)
+        elif spec["kind"] == "bm25":
+            sc = score_bm25(ed, cfg, k)
+        else:
+            continue
+        out["models"][name] = drift_stats(sc.topk, appeal, chars)
+        log.info("retrieval drift %s: %s", name, out["models"][name])
+    return out
