@@ -27,3 +27,12 @@ def quick_cfg(tmp_path):
     from relgrade.config import load_config
 
     return load_config("quick", overrides={"data_root": str(tmp_path / "data")})
+
+
+def pytest_unconfigure(config):
+    """Prefect stops its temporary API server from an atexit hook and logs that to a
+    console bound to pytest's capture stream, closed by then: without this, a harmless
+    "--- Logging error ---" traceback follows the test summary."""
+    import logging
+
+    logging.raiseExceptions = False
