@@ -1,15 +1,19 @@
 """Benchmark: the grading stage's teachers and cascade on one data root whose grade
 stage has run (teachers cached under models/teachers/).
 
-* pairs/s of stage 1 (features + GBM), stage 2 (3-layer cross-encoder), stage 3
-  (6-layer cross-encoder + ensemble) and the whole cascade (union chunk, with the
-  configured escalation caps), medians over repetitions;
+* pairs/s of stage 1 (features + GBM) and of each cross-encoder stage, medians over
+  repetitions, against each stage's modelled cost (``cost_s_per_million`` in the config,
+  the numbers the budgeted thresholds assume);
 * cross-encoder inference: stock ``CrossEncoder.predict`` (batch 32) against the fp32
   fast path (tokenize once, length-sorted batches of ``infer_batch_size``, inference
   mode), with 1 and 2 threads, in the same run: same scores within 1e-4 absolute on
-  logits; and the int8 dynamic-quantized path (``grading.ce_int8``) against the fp32 fast
-  path: speed, largest logit difference, share of pairs whose grade changes;
-* teacher training times (from the cached teachers' metadata) and peak RSS.
+  logits; and the int8 dynamic-quantized path against the fp32 fast path: speed,
+  largest logit difference, share of pairs whose grade changes;
+* the cascade at the configured budget on one union chunk: pairs/s and the share of
+  pairs reaching each stage;
+* the dev quality-against-compute curve of the threshold search (its Pareto frontier and
+  the chosen point), the teacher training times and the grade stage's peak RSS (both
+  from the stage's manifest).
 
     .venv/bin/python benchmarks/bench_grading.py --profile quick --data-root /tmp/gq [--pairs 1000] [--reps 3]
 
@@ -57,48 +61,48 @@ def main() -> None:
     import torch
 
     from relgrade.config import load_config
-    from relgrade.grading import run as R
+    from relgrade.grading import stage as S
     from relgrade.grading.calibration import decide_grade
     from relgrade.grading.features import PairFeaturizer
-    from relgrade.mining.run import peak_rss_mb
+    from relgrade.grading.label import load_cascade
+    from relgrade.util import peak_rss_mb
 
     cfg = load_config(a.profile, overrides={"data_root": a.data_root} if a.data_root else None)
     g = cfg.grading
-    inp = R.load_inputs(cfg)
+    manifest = json.loads((cfg.paths.grading / "manifest.json").read_text())
+    inp = S.load_inputs(cfg)
     t0 = time.perf_counter()
     fz = PairFeaturizer(cfg, inp.catalog, inp.queries, inp.union)
     fit_s = time.perf_counter() - t0
-    t = R.train_or_load_teachers(cfg, fz, inp)
-    cal = R.calibrate(cfg, fz, inp, t)
+    cascade, prior, _ = load_cascade(cfg)
+    teachers = cascade.teachers
     rng = np.random.default_rng(0)
     u = inp.union
     res: dict = {"profile": a.profile, "data_root": str(cfg.paths.root), "union_pairs": len(u), "reps": a.reps,
-                 "threads_config": g.threads, "featurizer_fit_s": fit_s, "tolerance_abs_logit": TOL}
-
+                 "threads_config": g.threads, "featurizer_fit_s": fit_s, "tolerance_abs_logit": TOL,
+                 "machine": {"cpus": os.cpu_count(), "load_average_1m_start": os.getloadavg()[0]}}
     # ---- stage 1
     s1 = u.iloc[rng.choice(len(u), min(a.stage1_pairs, len(u)), replace=False)].reset_index(drop=True)
-    sec, _ = _median_time(lambda: t.gbm.logits_from_features(fz.transform(s1)), a.reps)
-    res["stage1_pairs_per_s"] = len(s1) / sec
+    sec, _ = _median_time(lambda: teachers[0].logits_from_features(fz.transform(s1)), a.reps)
+    stages = {g.stages[0].name: {"pairs_per_s": len(s1) / sec, "s_per_million": 1e6 * sec / len(s1),
+                                 "modelled_s_per_million": g.stages[0].cost_s_per_million}}
     # ---- cross-encoders
     sub = u.iloc[rng.choice(len(u), min(a.pairs, len(u)), replace=False)].reset_index(drop=True)
     q, it = fz.texts(sub)
-    ce_rows = {}
-    for name, teacher in (("stage2", t.ce2), ("stage3_ce", t.ce3)):
+    for s_cfg, teacher in zip(g.stages[1:], teachers[1:]):
         rows = {}
+        fp32 = teacher.ce
         for threads in (1, 2):
             teacher.threads = threads
             torch.set_num_threads(threads)
             sp, plain = _median_time(lambda: teacher.logits_plain(q, it), a.reps)
-            fp32 = teacher.ce
             sf, fast = _median_time(lambda: teacher.logits_texts(q, it, model=fp32), a.reps)
             rows[f"threads_{threads}"] = {
                 "plain_predict_pairs_per_s": len(q) / sp, "fast_path_pairs_per_s": len(q) / sf, "speedup": sp / sf,
-                "max_abs_logit_diff": float(np.abs(plain - fast).max()), "within_tolerance": bool(np.abs(plain - fast).max() <= TOL),
-            }
-        # int8 dynamic quantization of the Linear layers (a copy; same fast path)
+                "max_abs_logit_diff": float(np.abs(plain - fast).max()),
+                "within_tolerance": bool(np.abs(plain - fast).max() <= TOL)}
         teacher.threads = g.threads
         torch.set_num_threads(g.threads)
-        fp32 = teacher.ce
         qmodel = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
         sf, fast = _median_time(lambda: teacher.logits_texts(q, it, model=fp32), a.reps)
         si, i8 = _median_time(lambda: teacher.logits_texts(q, it, model=qmodel), a.reps)
@@ -107,30 +111,28 @@ def main() -> None:
             "pairs_per_s": len(q) / si, "speedup_vs_fast_fp32": sf / si,
             "max_abs_logit_diff": float(np.abs(i8 - fast).max()),
             "grade_changed_share": float((decide_grade(p_fast, g.grade_rule) != decide_grade(p_i8, g.grade_rule)).mean()),
-            "used": bool(g.ce_int8),  # grading.ce_int8: the path the cascade runs
-        }
-        ce_rows[name] = rows
-    res["cross_encoders"] = ce_rows
-    res["stage2_pairs_per_s"] = ce_rows["stage2"][f"threads_{g.threads}"]["fast_path_pairs_per_s"]
-    ce3 = ce_rows["stage3_ce"][f"threads_{g.threads}"]["fast_path_pairs_per_s"]
-    # stage 3 alone pays stage 1 + stage 2 + the third cross-encoder
-    res["stage3_alone_pairs_per_s"] = 1.0 / (1 / res["stage1_pairs_per_s"] + 1 / res["stage2_pairs_per_s"] + 1 / ce3)
-    # ---- cascade on one union chunk with the configured caps
-    cas = R.make_cascade(cfg, t, cal)
+            "used": bool(s_cfg.int8)}
+        used = rows["int8_dynamic"]["pairs_per_s"] if s_cfg.int8 else rows[f"threads_{g.threads}"]["fast_path_pairs_per_s"]
+        stages[s_cfg.name] = {"pairs_per_s": used, "s_per_million": 1e6 / used,
+                              "modelled_s_per_million": s_cfg.cost_s_per_million, "inference": rows,
+                              "layers": teacher.layers, "max_seq_length": teacher.max_seq_length}
+    res["stages"] = stages
+    # ---- the cascade at the configured budget on one union chunk
     chunk = u.iloc[: min(len(u), g.chunk_size)].reset_index(drop=True)
-    caps = (g.max_share_stage2, g.max_share_stage3, None)
-    sec, out = _median_time(lambda: cas.grade(chunk, fz, caps), a.reps)
+    sec, out = _median_time(lambda: cascade.grade(chunk, fz, g.max_share), a.reps)
     res["cascade_union_chunk"] = {"pairs": len(chunk), "pairs_per_s": len(chunk) / sec,
-                                  "escalated_to_stage2": float((out.stage >= 2).mean()),
-                                  "escalated_to_stage3": float((out.stage >= 3).mean())}
-    res["cascade_uncapped_test_compute_share_of_stage3"] = cal.metrics["cascade"]["compute_share_of_stage3"]
-    res["teacher_training_s"] = {f"stage{s}": tt.train_s for s, tt in ((1, t.gbm), (2, t.ce2), (3, t.ce3))}
-    res["teacher_steps"] = {"stage2": g.ce_steps, "stage3": g.ce3_steps, "batch_size": g.ce_batch_size}
-    res["peak_rss_mb"] = peak_rss_mb()
-    res["load_average_1m"] = os.getloadavg()[0]
+                                  "s_per_million": 1e6 * sec / len(chunk),
+                                  "reach_share": {str(k): float((out.stage >= k).mean()) for k in range(1, len(teachers) + 1)},
+                                  "budget_s_per_million": g.compute_budget_s_per_million}
+    res["quality_per_compute"] = manifest["budget_curve"]
+    res["teacher_training_s"] = {k: v.get("train_s") for k, v in manifest["teachers"].items()}
+    res["grade_stage"] = {"timings_s": manifest["timings_s"], "peak_rss_mb": manifest["peak_rss_mb"],
+                          "union_measured_s_per_million": manifest["union"]["measured_s_per_million"]}
+    res["peak_rss_mb_benchmark"] = peak_rss_mb()
+    res["machine"]["load_average_1m_end"] = os.getloadavg()[0]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1, default=float))
-    print(json.dumps(res, indent=1, default=float))
+    print(json.dumps({k: v for k, v in res.items() if k != "quality_per_compute"}, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def _key(context, parameters) -> str | None:
 
 @task(name="publish-gated-engagement", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
 def publish_gated_task(cfg: RelgradeConfig, batch: pd.DataFrame) -> dict[str, Any]:
-    from flows.materialize import gate_for
+    from validation.gate import gate_for
     from relgrade.featurestore import publish
 
     return publish(cfg, VIEW, batch, gate_for(cfg, VIEW))

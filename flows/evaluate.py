@@ -15,9 +15,8 @@ from training.index import INDEX_FILE
 
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
-    from relgrade.grading.run import test_scores_path
 
-    inputs = [*(cfg.paths.table(t) for t in ("catalog", "queries", "judgments")), test_scores_path(cfg)]
+    inputs = [*(cfg.paths.table(t) for t in ("catalog", "queries", "judgments")), cfg.paths.test_scores]
     for spec in default_models(cfg).values():
         if spec["kind"] == "trained":
             inputs += [spec["path"] / "model.safetensors", spec["path"] / INDEX_FILE]

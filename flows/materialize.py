@@ -1,30 +1,22 @@
 """Materialize flow: staged feature batches -> validation gate -> Feast offline store
-(atomic merge) -> online store. A batch that fails validation lands nowhere."""
+(atomic merge) -> online store. A batch that fails validation lands nowhere.
+
+A staged batch is published once: a rerun finds its digest in
+``features/staging/materialized.json`` and skips it. Re-publishing it would put back
+values that a later stage has since refreshed for the same keys (assemble writes the
+gated engagement at the cut, the very key of the simulated log's last day), and the
+feature store must never go back to an earlier writer's values."""
 from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.runtime import get_config, retry_io_only
 from relgrade import featurestore as fs
 from relgrade.config import RelgradeConfig
 from relgrade.io import read_parquet
-from validation.gate import validate
-from validation.suites import GateContext
-
-
-def gate_for(cfg: RelgradeConfig, view: str):
-    """The validation callable publish() runs before writing anything."""
-    catalog = read_parquet(cfg.paths.table("catalog"), columns=["item_id"])
-    queries = read_parquet(cfg.paths.table("queries"), columns=["query_id"])
-    ctx = GateContext(
-        item_ids=pd.Index(catalog["item_id"]),
-        query_ids=pd.Index(queries["query_id"]),
-        max_future_skew_seconds=cfg.validation.max_future_skew_seconds,
-    )
-    return lambda batch: validate(batch, view, cfg, ctx)
+from validation.gate import gate_for
 
 
 @task(name="apply-feast-definitions", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
@@ -33,11 +25,28 @@ def apply_task(cfg: RelgradeConfig) -> str:
     return str(cfg.paths.feast / "feature_store.yaml")
 
 
-@task(name="publish-view", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
+def _ledger(cfg: RelgradeConfig):
+    return cfg.paths.features / "staging" / "materialized.json"
+
+
+@task(name="publish-view", task_run_name="publish-{view}", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_io_only)
 def publish_task(cfg: RelgradeConfig, view: str) -> dict[str, Any]:
+    from flows.runtime import read_stage_manifest, write_stage_manifest
+    from relgrade.io import file_digest
+
     staged = cfg.paths.staging(view)
-    batch = read_parquet(staged)
-    return fs.publish(cfg, view, batch, gate_for(cfg, view))
+    digest = file_digest(staged)
+    done = read_stage_manifest(_ledger(cfg)) or {}
+    if done.get(view, {}).get("staged_digest") == digest and cfg.paths.feature_source(view).exists():
+        get_run_logger().info("%s: this staged batch was published on %s: skipped", view, done[view].get("at"))
+        return {**done[view]["result"], "skipped": True}
+    res = fs.publish(cfg, view, read_parquet(staged), gate_for(cfg, view))
+    from relgrade.util import utc_now
+
+    done[view] = {"staged_digest": digest, "at": utc_now().isoformat(), "result": res}
+    write_stage_manifest(_ledger(cfg), done)
+    return res
 
 
 @flow(name="materialize", log_prints=True)

@@ -102,7 +102,7 @@ def _union_outputs(cfg: RelgradeConfig, snap) -> list:
 def union_task(cfg: RelgradeConfig, snapshot_ts: str, channel_runs: dict[str, dict]) -> dict[str, Any]:
     """Union of the channel frames -> union Parquet + retrieval_prior_fv (gated) +
     report. Validation runs before anything is written: a rejected batch lands nowhere."""
-    from flows.materialize import gate_for
+    from validation.gate import gate_for
     from relgrade import featurestore as fs
     from relgrade.mining.report import mining_report
     from relgrade.mining.run import build_union, peak_rss_mb, union_path

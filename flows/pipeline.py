@@ -16,7 +16,7 @@ from flows.runtime import get_config
 from flows.simulate import simulate_flow
 from flows.train import train_flow
 
-STAGES = ("ingest", "simulate", "materialize", "mine", "grade", "assemble", "train", "evaluate")
+from flows.stages import STAGES  # noqa: E402  (re-exported)
 
 
 @flow(name="pipeline", log_prints=True)

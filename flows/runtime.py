@@ -59,15 +59,18 @@ def is_data_error(exc: BaseException) -> bool:
     from relgrade.contract import ContractError
     from validation.gate import ValidationFailed
 
-    return isinstance(exc, (ContractError, ValidationFailed, KeyError, ValueError))
+    return isinstance(exc, (ContractError, ValidationFailed))
 
 
 def retry_io_only(task, task_run, state) -> bool:
-    """Prefect retry_condition_fn: retry transient I/O errors, never bad data."""
+    """Prefect retry_condition_fn: retry transient I/O errors, never bad data (nor a run
+    stopped on purpose)."""
+    from relgrade.grading.stage import StopAfter
+
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - we classify it
-        return not is_data_error(exc)
+        return not (is_data_error(exc) or isinstance(exc, StopAfter))
     return True
 
 
@@ -125,3 +128,61 @@ def write_stage_manifest(path: Path, manifest: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- stage skeleton
+def view_digests(cfg: RelgradeConfig, views: Iterable[str]) -> dict[str, str | None]:
+    """Content digest of each view's offline table (None when it has none)."""
+    from relgrade.io import file_digest
+
+    return {v: file_digest(cfg.paths.feature_source(v)) if cfg.paths.feature_source(v).exists() else None
+            for v in views}
+
+
+def stage_done(manifest: Path, key: str, outputs: Iterable[Path], cfg: RelgradeConfig | None = None,
+               views: Iterable[str] = ()) -> dict | None:
+    """The stage's manifest when it records ``key`` and every output exists (a rerun with
+    the same inputs, config and code skips the stage); else None.
+
+    ``views``: feature views this stage writes last (their keys are final once it ran).
+    If any of them changed since the stage published it (another stage re-wrote the
+    keys), the stage runs again, so the store never goes back to an earlier writer's
+    values."""
+    doc = read_stage_manifest(manifest)
+    views = list(views)
+    if views and doc and cfg is not None and doc.get("view_digests") != view_digests(cfg, views):
+        logging.getLogger("flows").info("%s: a view it publishes was re-written since: running again",
+                                        doc.get("stage", manifest.parent.name))
+        return None
+    if doc and doc.get("stage_key") == key and all(Path(p).exists() for p in outputs):
+        logging.getLogger("flows").info("%s: inputs, config and code unchanged since %s: skipped",
+                                        doc.get("stage", manifest.parent.name), doc.get("finished_at", "the last run"))
+        return doc
+    return None
+
+
+def finish_stage(manifest: Path, summary: dict, key: str, cfg: RelgradeConfig | None = None,
+                 views: Iterable[str] = ()) -> dict:
+    """Write the stage's manifest (its summary, the key a rerun compares with, the
+    digests of the views it writes last)."""
+    from relgrade.util import utc_now
+
+    extra = {"view_digests": view_digests(cfg, views)} if cfg is not None and views else {}
+    doc = json.loads(json.dumps({**summary, **extra, "stage_key": key, "finished_at": utc_now().isoformat()},
+                                default=str))
+    write_stage_manifest(manifest, doc)
+    return doc
+
+
+def stage_artifacts(stage: str, table: list[dict], report: dict | None = None) -> None:
+    """A Prefect table artifact of the stage's key metrics and a markdown artifact with
+    the report's location (a link served by `relgrade reports` when it runs)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_table_artifact(table=table, key=f"{stage}-metrics", description=f"relgrade {stage}: key metrics")
+    if report:
+        lines = [f"# relgrade {stage}", "", f"* HTML report: `{report.get('html')}`",
+                 f"* JSON: `{report.get('json')}`"]
+        create_markdown_artifact(markdown="\n".join(lines), key=f"{stage}-report",
+                                 description=f"relgrade {stage}: where the report is")
+

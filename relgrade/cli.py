@@ -24,13 +24,24 @@ app = typer.Typer(
 
 ProfileOpt = typer.Option("default", "--profile", "-p", help="Config profile from configs/relgrade.yaml (default, quick, ...).")
 DataRootOpt = typer.Option(None, "--data-root", help="Override the profile's data root folder.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="A config file of your own: overrides of the defaults "
+                         "(`relgrade init` writes one), or a whole profile file. Default: $RELGRADE_CONFIG.")
 
 
-def _setup(profile: str, data_root: Optional[str], name: str):
+def _setup(profile: str, data_root: Optional[str], name: str, config: Optional[Path] = None):
+    import os
+
     from flows.runtime import get_config, log_to_file
+    from relgrade.config import ConfigError
 
+    if config is not None:
+        os.environ["RELGRADE_CONFIG"] = str(Path(config).expanduser().resolve())  # the flows read it too
     overrides = {"data_root": data_root} if data_root else None
-    cfg = get_config(profile, overrides)
+    try:
+        cfg = get_config(profile, overrides)
+    except ConfigError as exc:
+        typer.secho(f"relgrade: bad configuration:\n{exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "great_expectations", "urllib3", "feast.infra.registry.registry"):  # per-request chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -38,17 +49,37 @@ def _setup(profile: str, data_root: Optional[str], name: str):
     return cfg, overrides, log_path
 
 
-def _run(fn, *args, **kw):
-    """Run a flow; print bad-input errors plainly (no traceback) and exit 1."""
-    from flows.runtime import is_data_error
+INPUT_SUITES = {"catalog", "queries", "judgments", "events"}  # suites of data a user brings
+
+
+def _run(fn, *args, stage: str = "relgrade", **kw):
+    """Run a flow and say plainly what went wrong, without a traceback on the terminal
+    (the run log keeps it): bad input (exit 1), a stage output its validation gate
+    refused (exit 1), a stage run before the one it needs (exit 2), or a failure inside
+    the stage, with its reason (exit 1)."""
+    import logging
+
+    from relgrade.contract import ContractError
+    from validation.gate import ValidationFailed
 
     try:
         return fn(*args, **kw)
-    except Exception as exc:  # noqa: BLE001
-        if is_data_error(exc):
-            typer.secho(f"\nrelgrade: input rejected, nothing was written:\n{exc}", fg="red", err=True)
-            raise typer.Exit(1) from None
-        raise
+    except ValidationFailed as exc:
+        what = ("input rejected" if exc.report.suite in INPUT_SUITES
+                else f"{stage}: its output failed validation (suite {exc.report.suite})")
+        typer.secho(f"\nrelgrade {what}, nothing was written:\n{exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except ContractError as exc:
+        typer.secho(f"\nrelgrade {stage}: input rejected, nothing was written:\n{exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        typer.secho(f"\nrelgrade {stage}: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - a defect inside the stage: report it as such
+        logging.getLogger("relgrade").exception("%s failed", stage)
+        typer.secho(f"\nrelgrade {stage} failed: {type(exc).__name__}: {exc}\n(traceback in the run log)",
+                    fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def _where(cfg, log_path: Path) -> None:
@@ -65,24 +96,26 @@ def _where(cfg, log_path: Path) -> None:
 
 
 @app.command()
-def ingest(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def ingest(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Read the configured dataset through its adapter, conform it to the data contract,
     validate catalog, queries and judgments, and write them (all or none)."""
-    cfg, ov, log_path = _setup(profile, data_root, "ingest")
+    cfg, ov, log_path = _setup(profile, data_root, "ingest", config)
     from flows.ingest import ingest_flow
 
-    typer.echo(json.dumps(_run(ingest_flow, profile, ov)["rows"]))
+    typer.echo(json.dumps(_run(ingest_flow, profile, ov, stage="ingest")["rows"]))
     _where(cfg, log_path)
 
 
 @app.command()
-def simulate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def simulate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Simulate the engagement log (searches, impressions, clicks, carts, orders) for
     the ingested catalog, validate it, and stage windowed engagement features."""
-    cfg, ov, log_path = _setup(profile, data_root, "simulate")
+    cfg, ov, log_path = _setup(profile, data_root, "simulate", config)
     from flows.simulate import simulate_flow
 
-    typer.echo(json.dumps(_run(simulate_flow, profile, ov)))
+    typer.echo(json.dumps(_run(simulate_flow, profile, ov, stage="simulate")))
     _where(cfg, log_path)
 
 
@@ -90,14 +123,15 @@ def simulate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
 def materialize(
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
     view: list[str] = typer.Option(None, "--view", help="Only these feature views (repeatable)."),
 ):
     """Validate staged feature batches, merge them into Feast's offline store and
     materialize them into the online store."""
-    cfg, ov, log_path = _setup(profile, data_root, "materialize")
+    cfg, ov, log_path = _setup(profile, data_root, "materialize", config)
     from flows.materialize import materialize_flow
 
-    typer.echo(json.dumps(_run(materialize_flow, profile, ov, views=view or None), default=str))
+    typer.echo(json.dumps(_run(materialize_flow, profile, ov, stage="materialize", views=view or None), default=str))
     _where(cfg, log_path)
 
 
@@ -105,6 +139,7 @@ def materialize(
 def mine(
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
     external: Optional[str] = typer.Option(
         None, "--external", help="Parquet of your own retriever's output (query_id or query, item_id, rank, score): "
         "adds the external channel."),
@@ -113,38 +148,40 @@ def mine(
     behavioural click graph from events before the snapshot, optional external) as
     concurrent tasks, write the union table, publish retrieval_prior_fv through the
     validation gate and write the mining report (reports/mining/report.html)."""
-    cfg, ov, log_path = _setup(profile, data_root, "mine")
+    cfg, ov, log_path = _setup(profile, data_root, "mine", config)
     from flows.mine import mine_flow
 
-    result = _run(mine_flow, profile, ov, external_path=external)
+    result = _run(mine_flow, profile, ov, stage="mine", external_path=external)
     typer.echo(json.dumps({k: result[k] for k in ("snapshot_ts", "channels", "union_rows", "union_path", "report")},
                           default=str)[:4000])
     _where(cfg, log_path)
 
 
 @app.command()
-def assemble(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def assemble(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Gate engagement by the cascade grade, join prior, grade and gated engagement
     point-in-time through Feast at the cut (default: the mining snapshot), compute the
     blended targets, validate (suite training_set) and write training/trainset.parquet,
     trainset_lists.parquet, manifest.json and the data-quality report."""
-    cfg, ov, log_path = _setup(profile, data_root, "assemble")
+    cfg, ov, log_path = _setup(profile, data_root, "assemble", config)
     from flows.assemble import assemble_flow
 
-    typer.echo(json.dumps(_run(assemble_flow, profile, ov), default=str, indent=1))
+    typer.echo(json.dumps(_run(assemble_flow, profile, ov, stage="assemble"), default=str, indent=1))
     _where(cfg, log_path)
 
 
 @app.command()
-def train(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def train(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Train the student bi-encoder from the base MiniLM on training/trainset.parquet with
     the three-stage curriculum over the five difficulty levels (config: training), and
     the click-trained baseline on the same queries and budget; save each as a
     sentence-transformers folder with a model card and a FAISS index of the catalog."""
-    cfg, ov, log_path = _setup(profile, data_root, "train")
+    cfg, ov, log_path = _setup(profile, data_root, "train", config)
     from flows.train import train_flow
 
-    result = _run(train_flow, profile, ov)
+    result = _run(train_flow, profile, ov, stage="train")
     typer.echo(json.dumps(result, default=str, indent=1)[:4000])
     for name, m in result["models"].items():
         typer.echo(f"  model {name:14s}: {m['path']}  (index: {m['index']})")
@@ -152,14 +189,15 @@ def train(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
 
 
 @app.command()
-def evaluate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def evaluate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Evaluate the student, the click-trained baseline, the base MiniLM and BM25 on the
     held-out human grades (judged-set NDCG@10, embarrassing@3, full-catalog recall@100,
     by segment, bootstrap 95% intervals); write reports/evaluation/report.{html,json}."""
-    cfg, ov, log_path = _setup(profile, data_root, "evaluate")
+    cfg, ov, log_path = _setup(profile, data_root, "evaluate", config)
     from flows.evaluate import evaluate_flow
 
-    result = _run(evaluate_flow, profile, ov)
+    result = _run(evaluate_flow, profile, ov, stage="evaluate")
     typer.echo(json.dumps(result, default=str, indent=1)[:6000])
     typer.echo(f"  evaluation report: {result['report']['html']}")
     _where(cfg, log_path)
@@ -169,6 +207,7 @@ def evaluate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
 def experiments(
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
     only: list[str] = typer.Option(None, "--only", help="Only these extra runs (no_curriculum, grades_only, scaling_0.1, ...)."),
     retrain: bool = typer.Option(False, "--retrain", help="Retrain models whose folders already exist."),
     budgets: list[float] = typer.Option(None, "--budget", help="Step-budget multipliers to run (repeatable; "
@@ -179,36 +218,36 @@ def experiments(
     and 8x the examples per stage), trained and evaluated together; writes
     reports/experiments/report.{html,json} and benchmarks/results/training_experiments.json.
     Not part of the pipeline (each extra model costs a training run and a catalog encoding)."""
-    cfg, ov, log_path = _setup(profile, data_root, "experiments")
+    cfg, ov, log_path = _setup(profile, data_root, "experiments", config)
     if budgets:
         from flows.runtime import get_config
 
         cfg = get_config(profile, {**(ov or {}), "training": {"budget_multipliers": list(budgets)}})
     from training.experiments import run_experiments
 
-    result = _run(run_experiments, cfg, only=only or None, reuse=not retrain)
+    result = _run(run_experiments, cfg, stage="experiments", only=only or None, reuse=not retrain)
     typer.echo(json.dumps({k: result[k] for k in ("metrics", "targets", "data_scaling", "step_budget", "report")}, default=str, indent=1)[:8000])
     _where(cfg, log_path)
 
 
 @app.command()
-def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
+def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+        config: Optional[Path] = ConfigOpt):
     """Grade every mined (query, item) pair with a calibrated cascade of teachers
     (GBM on cheap pair features -> fine-tuned cross-encoder -> cross-encoder ensemble),
     trained on train-split human judgments and calibrated on dev. Grades in resumable
     chunks, publishes relevance_grade_fv and the grade-refined retrieval_prior_fv through
     the validation gate, writes grading/grades.parquet and reports/grading/report.html."""
-    cfg, ov, log_path = _setup(profile, data_root, "grade")
+    cfg, ov, log_path = _setup(profile, data_root, "grade", config)
     from flows.grade import grade_flow
 
-    res = _run(grade_flow, profile, ov)
+    res = _run(grade_flow, profile, ov, stage="grade")
     c = res["metrics"]["cascade"]
     typer.echo(json.dumps({"pairs": res["union"]["pairs"], "thresholds": res["thresholds"],
-                           "test_qwk": {k: round(res["metrics"][k]["qwk"], 4) for k in ("stage1", "stage2", "stage3", "cascade")},
-                           "test_rmse_cascade": round(c["rmse_raw"], 4),
-                           "compute_share_of_stage3": round(c["compute_share_of_stage3"], 4),
-                           "union_escalated": [round(res["union"]["escalated_to_stage2"], 4),
-                                               round(res["union"]["escalated_to_stage3"], 4)],
+                           "test_qwk": {k: round(v["qwk"], 4) for k, v in res["metrics"].items() if "qwk" in v},
+                           "test_rmse_cascade": round(c.get("rmse_raw") or c["rmse_grade"], 4),
+                           "random_probe_grade0": res["probe"]["grade_0_share"],
+                           "union_reach_share": res["union"]["reach_share"],
                            "total_s": round(res["timings_s"]["total"], 1), "report": res["report"]["html"]}))
     _where(cfg, log_path)
 
@@ -217,14 +256,25 @@ def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt):
 def pipeline(
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
     until: str = typer.Option("evaluate", "--until", help="Stop after this stage (ingest, simulate, materialize, mine, grade, assemble, train, evaluate)."),
 ):
     """Run every stage in order: ingest, simulate, materialize, mine, grade, assemble,
     train, evaluate. Finished stages are cached and skipped on rerun."""
-    cfg, ov, log_path = _setup(profile, data_root, "pipeline")
+    from flows.stages import STAGES
+
+    if until not in STAGES:
+        import difflib
+
+        close = difflib.get_close_matches(until, STAGES, n=1)
+        typer.secho(f"relgrade pipeline: --until {until!r} is not a stage"
+                    + (f" (did you mean {close[0]!r}?)" if close else "") + f"; stages: {', '.join(STAGES)}",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    cfg, ov, log_path = _setup(profile, data_root, "pipeline", config)
     from flows.pipeline import pipeline_flow
 
-    result = _run(pipeline_flow, profile, ov, until=until)
+    result = _run(pipeline_flow, profile, ov, stage="pipeline", until=until)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "locations"}, default=str)[:4000])
     _where(cfg, log_path)
 
@@ -235,10 +285,11 @@ def features(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the joined Parquet."),
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
     feature: list[str] = typer.Option(None, "--feature", help="view:feature refs (default: the training feature service)."),
 ):
     """Point-in-time feature retrieval through Feast for your own entity rows."""
-    cfg, _, _ = _setup(profile, data_root, "features")
+    cfg, _, _ = _setup(profile, data_root, "features", config)
     import pandas as pd
 
     from relgrade.featurestore import historical_features
@@ -249,6 +300,55 @@ def features(
     df = historical_features(cfg, ent, feature or None)
     write_parquet_atomic(df, out)
     typer.echo(f"{len(df)} rows -> {out}")
+
+
+@app.command()
+def label(
+    pairs: Path = typer.Argument(..., help="CSV or Parquet: `query` (text) or `query_id`, and `item_id` or `title`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the graded pairs (.csv or .parquet)."),
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
+):
+    """Grade any pairs with this data root's trained teacher cascade (the same thresholds
+    and caps as the union): grade, expected grade, p_grade_0..3, confidence, deciding
+    stage and teacher version. Nothing is written unless every pair could be graded."""
+    cfg, _, _ = _setup(profile, data_root, "label", config)
+    from relgrade.grading.label import label_pairs, read_pairs
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        typer.secho(f"relgrade label: --out must end in .csv or .parquet, got {out}", fg="red", err=True)
+        raise typer.Exit(2)
+    df = _run(lambda: label_pairs(cfg, read_pairs(pairs)), stage="label")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".csv":
+        df.to_csv(tmp, index=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    counts = df["grade"].value_counts().sort_index().to_dict()
+    typer.echo(f"{len(df)} pairs graded -> {out}  (grades {counts})")
+
+
+@app.command("config")
+def show_config(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+                config: Optional[Path] = ConfigOpt):
+    """Print the resolved configuration of a profile (defaults + profile + your file) as YAML."""
+    import os
+
+    import yaml
+
+    from relgrade.config import ConfigError, load_config
+
+    if config is not None:
+        os.environ["RELGRADE_CONFIG"] = str(Path(config).expanduser().resolve())
+    try:
+        cfg = load_config(profile, overrides={"data_root": data_root} if data_root else None)
+    except ConfigError as exc:
+        typer.secho(f"relgrade: bad configuration:\n{exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 @app.command()

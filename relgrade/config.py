@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,7 +31,7 @@ class DatasetConfig(_Strict):
     labels_path: str | None = None  # WANDS label.csv
     encoding: str = "latin-1"
     # Keep only this many queries (deterministic: lowest split-hash order). None = all.
-    max_queries: int | None = None
+    max_queries: int | None = Field(None, ge=1)
     # Judgments are stamped at this instant (UTC): raters labelled before the log starts.
     judged_at: datetime = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -39,50 +39,50 @@ class DatasetConfig(_Strict):
 class SegmentConfig(_Strict):
     """Query segments by share of simulated traffic (queries ranked by popularity)."""
 
-    head_traffic_share: float = 0.5
-    torso_traffic_share: float = 0.3  # the rest is tail
+    head_traffic_share: float = Field(0.5, gt=0, lt=1)
+    torso_traffic_share: float = Field(0.3, ge=0, lt=1)  # the rest is tail
 
 
 class SimulationConfig(_Strict):
     """Engagement simulator parameters. Settled by the foundation issue: later issues
     must not tune these (or the click model) to reach their targets."""
 
-    seed: int = 20260701
+    seed: int = Field(20260701, ge=0)
     start_date: datetime = datetime(2026, 7, 1, tzinfo=timezone.utc)
-    days: int = 56
-    searches_per_day: int = 6000
-    zipf_exponent: float = 1.0
-    organic_slots: int = 8
-    ad_positions: list[int] = Field(default_factory=lambda: [1, 5])  # 1-based positions
-    candidates_per_query: int = 24  # production ranker candidate pool (judged + lexical fill)
+    days: int = Field(56, ge=1, le=3660)
+    searches_per_day: int = Field(6000, ge=1)
+    zipf_exponent: float = Field(1.0, ge=0, le=5)
+    organic_slots: int = Field(8, ge=1, le=100)
+    ad_positions: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5])  # 1-based positions
+    candidates_per_query: int = Field(24, ge=1)  # production ranker candidate pool (judged + lexical fill)
     # production ranker score = w_lex * lexical + w_pop * popularity + w_margin * margin + noise
-    ranker_lexical_weight: float = 1.0
-    ranker_popularity_weight: float = 0.6
-    ranker_margin_weight: float = 0.3
-    ranker_noise: float = 0.3
+    ranker_lexical_weight: float = Field(1.0, ge=0, le=100)
+    ranker_popularity_weight: float = Field(0.6, ge=0, le=100)
+    ranker_margin_weight: float = Field(0.3, ge=0, le=100)
+    ranker_noise: float = Field(0.3, ge=0, le=100)
     # advertisers: share of items that advertise, lognormal daily impression budgets
-    advertiser_share: float = 0.3
-    ad_budget_median: float = 4.0
-    ad_budget_sigma: float = 1.2
+    advertiser_share: float = Field(0.3, ge=0, le=1)
+    ad_budget_median: float = Field(4.0, gt=0)
+    ad_budget_sigma: float = Field(1.2, ge=0, le=10)
     # added by the simulator issue: ad auction score = bid * ((1 - w) + w * lexical), bids
     # lognormal with median 1 and this sigma (docs/simulator.md)
-    ad_bid_sigma: float = 0.5
-    ad_relevance_weight: float = 0.5
+    ad_bid_sigma: float = Field(0.5, ge=0, le=10)
+    ad_relevance_weight: float = Field(0.5, ge=0, le=1)
     # position-based click model: examine(p) = 1 / p ** position_bias_eta
-    position_bias_eta: float = 1.0
+    position_bias_eta: float = Field(1.0, ge=0, le=10)
     # attractiveness = sigmoid(bias + rel*relevance01 + pop*popularity + price*cheapness
     #                          + title*title_appeal + ad*is_ad)
-    attract_bias: float = -2.2
-    attract_relevance: float = 1.6
-    attract_popularity: float = 0.9
-    attract_price: float = 0.6
-    attract_title: float = 0.5
-    attract_ad: float = 0.2
+    attract_bias: float = Field(-2.2, ge=-50, le=50)
+    attract_relevance: float = Field(1.6, ge=-50, le=50)
+    attract_popularity: float = Field(0.9, ge=-50, le=50)
+    attract_price: float = Field(0.6, ge=-50, le=50)
+    attract_title: float = Field(0.5, ge=-50, le=50)
+    attract_ad: float = Field(0.2, ge=-50, le=50)
     # add-to-cart given click, order given add-to-cart
-    atc_bias: float = -1.6
-    atc_relevance: float = 1.4
-    atc_price: float = 0.5
-    order_given_atc: float = 0.45
+    atc_bias: float = Field(-1.6, ge=-50, le=50)
+    atc_relevance: float = Field(1.4, ge=-50, le=50)
+    atc_price: float = Field(0.5, ge=-50, le=50)
+    order_given_atc: float = Field(0.45, ge=0, le=1)
     # latent grade of unjudged items filled in by the lexical candidate generator
     unjudged_grade_probs: list[float] = Field(default_factory=lambda: [0.35, 0.3, 0.2, 0.15])
     segments: SegmentConfig = SegmentConfig()
@@ -96,12 +96,12 @@ class SimulationConfig(_Strict):
 
 
 class EngagementFeatureConfig(_Strict):
-    windows_days: list[int] = Field(default_factory=lambda: [7, 28])
+    windows_days: list[Annotated[int, Field(ge=1, le=3660)]] = Field(default_factory=lambda: [7, 28])
 
 
 class FeastConfig(_Strict):
     project: str = "relgrade"
-    ttl_days: int = 365
+    ttl_days: int = Field(365, ge=1, le=36500)
     # views whose latest row per (query, item) is written to the online store on publish
     # (the others are offline-only: training reads the offline store)
     online_views: list[str] = Field(
@@ -112,14 +112,14 @@ class FeastConfig(_Strict):
 
 class ValidationConfig(_Strict):
     # distribution bounds used by the expectation suites
-    max_future_skew_seconds: int = 0
-    min_rows: int = 1
-    ctr_max: float = 1.0
+    max_future_skew_seconds: int = Field(0, ge=0)
+    min_rows: int = Field(1, ge=0)
+    ctr_max: float = Field(1.0, gt=0, le=1)
 
 
 class PrefectConfig(_Strict):
-    task_retries: int = 2
-    task_retry_delay_seconds: float = 1.0
+    task_retries: int = Field(2, ge=0, le=20)
+    task_retry_delay_seconds: float = Field(1.0, ge=0, le=3600)
 
 
 class MiningConfig(_Strict):
@@ -132,47 +132,47 @@ class MiningConfig(_Strict):
     external_path: str | None = None  # Parquet: query_id (or query), item_id, rank, score
     # mining instant (UTC); None = end of the simulated log (start_date + days)
     snapshot_ts: datetime | None = None
-    query_batch_size: int = 1000
-    progress_every_s: float = 5.0
+    query_batch_size: int = Field(1000, ge=1)
+    progress_every_s: float = Field(5.0, gt=0)
     # lexical: BM25 (bm25s) over product-tokenized titles
-    lexical_k1: float = 1.5
-    lexical_b: float = 0.75
+    lexical_k1: float = Field(1.5, ge=0, le=10)
+    lexical_b: float = Field(0.75, ge=0, le=1)
     # dense: base MiniLM + FAISS; exact IndexFlatIP up to dense_exact_max_items items
-    dense_batch_size: int = 64
-    dense_max_seq_length: int = 128
+    dense_batch_size: int = Field(64, ge=1)
+    dense_max_seq_length: int = Field(128, ge=8, le=512)
     dense_precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast: cos >= 0.9999 to fp32
-    dense_exact_max_items: int = 200_000
+    dense_exact_max_items: int = Field(200_000, ge=0)
     dense_ann: Literal["hnsw", "ivf"] = "hnsw"
-    dense_hnsw_m: int = 32
-    dense_hnsw_ef_construction: int = 80
-    dense_hnsw_ef_search: int = 256
-    dense_ivf_nlist: int | None = None  # None = 4 * sqrt(items)
-    dense_ivf_nprobe: int = 32
-    dense_recall_sample: int = 500  # queries used to measure ANN recall against exact
-    # torch/faiss threads for the dense channel. 1 by default: on a shared 2-core machine
-    # 2 threads ran 3x slower than 1 (14-18 vs 43-51 titles/s, OpenMP threads waiting on
-    # each other); raise it on a dedicated machine
-    dense_threads: int = Field(1, ge=1)
+    dense_hnsw_m: int = Field(32, ge=2, le=256)
+    dense_hnsw_ef_construction: int = Field(80, ge=1)
+    dense_hnsw_ef_search: int = Field(256, ge=1)
+    dense_ivf_nlist: int | None = Field(None, ge=1)  # None = 4 * sqrt(items)
+    dense_ivf_nprobe: int = Field(32, ge=1)
+    dense_recall_sample: int = Field(500, ge=0)  # queries used to measure ANN recall against exact
+    # torch/faiss threads for the dense channel: 2 on an idle 2-core machine; use 1 when
+    # other jobs share the cores (2 threads then ran 3x slower than 1: 14-18 vs 43-51
+    # titles/s, OpenMP threads waiting on each other)
+    dense_threads: int = Field(2, ge=1)
     dense_cache_dir: str | None = None  # None = <data_root>/cache/embeddings
     # behavioural: engagement graph from events before the snapshot
-    behavioral_click_weight: float = 1.0
-    behavioral_add_to_cart_weight: float = 2.0
-    behavioral_order_weight: float = 3.0
-    behavioral_half_life_days: float | None = 28.0
-    behavioral_lookback_days: float | None = None
-    behavioral_neighbors: int = 10
-    behavioral_min_similarity: float = 0.5
-    behavioral_neighbor_weight: float = 0.5
+    behavioral_click_weight: float = Field(1.0, ge=0)
+    behavioral_add_to_cart_weight: float = Field(2.0, ge=0)
+    behavioral_order_weight: float = Field(3.0, ge=0)
+    behavioral_half_life_days: float | None = Field(28.0, gt=0)
+    behavioral_lookback_days: float | None = Field(None, gt=0)
+    behavioral_neighbors: int = Field(10, ge=0)
+    behavioral_min_similarity: float = Field(0.5, ge=0, le=1)
+    behavioral_neighbor_weight: float = Field(0.5, ge=0, le=1)
     # prior = (1 - agreement_weight) * weighted reciprocal rank + agreement_weight * agreement share
-    prior_weights: dict[str, float] = Field(
+    prior_weights: dict[str, Annotated[float, Field(ge=0, le=1000)]] = Field(
         default_factory=lambda: {"lexical": 1.0, "dense": 1.0, "behavioral": 1.0, "external": 1.0}
     )
     prior_rank_constant: float = Field(10.0, gt=0)
     prior_agreement_weight: float = Field(0.25, ge=0, le=1)
     # categories and levels
-    near_top_rank: int = 10  # easy positive: every active channel ranks it within this
-    high_rank: int = 10  # "ranks it high": within this
-    positive_grade: int = 2  # refine_levels: grade >= this is a positive
+    near_top_rank: int = Field(10, ge=1)  # easy positive: every active channel ranks it within this
+    high_rank: int = Field(10, ge=1)  # "ranks it high": within this
+    positive_grade: int = Field(2, ge=0, le=3)  # refine_levels: grade >= this is a positive
     report_split: Literal["train", "dev", "test"] = "dev"
 
     @field_validator("prior_weights")
@@ -237,72 +237,153 @@ class LLMJudgeConfig(_Strict):
     base_url: str = "http://localhost:8000/v1"  # .../v1; POST {base_url}/chat/completions
     model: str = "judge"
     api_key_env: str = "RELGRADE_LLM_API_KEY"  # name of the env var holding the key (may be unset)
-    timeout_s: float = 20.0
+    timeout_s: float = Field(20.0, gt=0, le=600)
     max_share: float = Field(0.01, ge=0.0, le=1.0)  # share of a chunk's pairs escalated to it
     min_confidence: float = Field(0.6, ge=0.0, le=1.0)  # escalate pairs below this confidence
     judge_confidence: float = Field(0.85, ge=0.25, le=1.0)  # probability mass on the judge's grade
 
 
+class NegativesConfig(_Strict):
+    """Negatives added to the judged pairs the teachers learn from (train) and are
+    calibrated on (dev): relgrade/grading/negatives.py."""
+
+    random_per_query: int = Field(6, ge=0)  # uniform catalog items outside the query's union and judgments
+    random_weight: float = Field(1.0, ge=0)  # their total weight as a share of the split's judged pairs
+    mined_per_query: int = Field(3, ge=0)  # unjudged union items in the rank window, below the margin
+    mined_weight: float = Field(0.5, ge=0)
+    mined_rank_min: int = Field(11, ge=1)  # best channel rank window of mined negatives
+    mined_rank_max: int = Field(100, ge=1)
+    mined_relative_margin: float = Field(0.05, ge=0, lt=1)  # cosine <= (1 - m) * weakest judged positive's
+    mined_label: list[float] = Field(default_factory=lambda: [1.0, 0.0, 0.0, 0.0])  # their grade target
+
+    @field_validator("mined_label")
+    @classmethod
+    def _label(cls, v: list[float]) -> list[float]:
+        if len(v) != 4 or min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("mined_label must be 4 non-negative numbers summing to 1 (grades 0..3)")
+        return v
+
+
+class GBMStageConfig(_Strict):
+    """Stage 1: histogram gradient boosting on the cheap pair features."""
+
+    kind: Literal["gbm"] = "gbm"
+    name: str = "gbm"
+    max_iter: int = Field(500, ge=1)
+    learning_rate: float = Field(0.06, gt=0, le=1)
+    max_leaf_nodes: int = Field(15, ge=2)
+    l2: float = Field(1.0, ge=0)
+    cost_s_per_million: float = Field(52.0, ge=0)  # features + trees, measured (benchmarks/bench_grading.py)
+
+
+class CrossEncoderStageConfig(_Strict):
+    """A cross-encoder stage fine-tuned here from ``base_model`` (default: the bundled
+    MiniLM), or, with ``pretrained: true``, a team's own sentence-transformers
+    CrossEncoder folder used as is (calibrated and stacked on dev like the others)."""
+
+    kind: Literal["cross_encoder"] = "cross_encoder"
+    name: str
+    base_model: str | None = None  # sentence-transformers folder; None = the bundled all-MiniLM-L6-v2
+    pretrained: bool = False  # True: base_model is a trained CrossEncoder, not fine-tuned here
+    layers: int | None = Field(None, ge=1, le=48)  # keep the first N transformer layers (None: all)
+    steps: int = Field(800, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1.0e-4, gt=0, le=1)
+    warmup_share: float = Field(0.1, ge=0, lt=1)
+    max_seq_length: int = Field(32, ge=8, le=512)
+    seed_offset: int = Field(0, ge=0)
+    # int8 dynamic-quantized Linear layers at inference: off, because dynamic quantization
+    # scales activations per batch, so a pair's logits moved by up to 0.99 with the pairs
+    # batched beside it (fp32: 3e-6), and int8 was only ~1.2x faster here
+    int8: bool = False
+    cost_s_per_million: float = Field(1400.0, ge=0)  # inference on the pairs that reach it (3 layers, fp32, 2 threads)
+
+
+GradingStageConfig = Annotated[Union[GBMStageConfig, CrossEncoderStageConfig], Field(discriminator="kind")]
+
+
+def _default_stages() -> list:
+    # Measured on the default profile (docs/grading.md): a second, 6-layer cross-encoder
+    # (300 steps, 278 s of training, 2,200 s per million pairs int8) moved test RMSE by 0.0003
+    # over this cascade on 2 CPU cores, so the default stops at one cross-encoder; add
+    # stages (or a reranker of your own, `pretrained: true`) where compute allows.
+    return [
+        GBMStageConfig(),
+        CrossEncoderStageConfig(name="ce2", layers=3, steps=600, learning_rate=1.0e-4, max_seq_length=32),
+    ]
+
+
+class ProbeConfig(_Strict):
+    """Probes of the union distribution (grading report; relevance_grade_fv suite)."""
+
+    random_pairs: int = Field(2000, ge=0)  # dev queries x uniformly drawn catalog items
+    min_random_grade0_share: float = Field(0.97, ge=0, le=1)  # share of them graded 0
+    rank_bands: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 25, 50, 100], min_length=1)  # upper edges of best-rank bands
+    min_band_expected_grade_drop: float = Field(0.2, ge=0)  # top band's mean expected grade minus the deepest's
+    min_judged_binary_agreement: float = Field(0.7, ge=0, le=1)  # union pairs that carry a human label
+
+    @field_validator("rank_bands")
+    @classmethod
+    def _bands(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"grading.probe.rank_bands must increase, got {v}")
+        return v
+
+
 class GradingConfig(_Strict):
     """Calibrated teacher cascade (docs/grading.md)."""
 
-    seed: int = 20260704
-    # stage 1: gradient boosting on cheap pair features
-    gbm_max_iter: int = 500
-    gbm_learning_rate: float = 0.06
-    gbm_max_leaf_nodes: int = 15
-    gbm_l2: float = 1.0
-    # stage 2: cross-encoder fine-tuned from the base MiniLM (query, title) -> 4 grades
-    ce_layers: int = Field(3, ge=1, le=6)  # keep the first N of MiniLM's 6 layers (cheaper)
-    ce_steps: int = Field(300, ge=1)  # optimizer steps (bounded training)
-    ce_batch_size: int = 32
-    ce_lr: float = 8e-5
-    ce_warmup_share: float = 0.1
-    ce_max_seq_length: int = 32  # tokens; queries and titles are short
-    # stage 3: a second cross-encoder (all 6 layers, longer inputs, more steps),
-    # ensembled with stages 1 and 2 (mean of their calibrated log-probabilities)
-    ce3_layers: int = Field(6, ge=1, le=6)
-    ce3_steps: int = Field(250, ge=1)
-    ce3_lr: float = 6e-5
-    ce3_max_seq_length: int = 48
-    ce3_seed_offset: int = 1
-    # stage-3 combination: a multinomial logistic regression over the members' calibrated
-    # log-probabilities fitted on dev (learns how far to trust each member); False = mean
-    ensemble_stacking: bool = True
-    ensemble_c: float = Field(1.0, gt=0)  # inverse L2 strength of that regression
-    # inference
-    infer_batch_size: int = 128
-    # cross-encoder inference through int8 dynamic quantization of the Linear layers
-    # (benchmark: 2.4-2.6x faster than fp32; logits move <= 0.5, no grade changed on 300 pairs)
-    ce_int8: bool = False
-    # dev and test keep only their first N query ids (a deterministic hash sample) to bound
-    # calibration / report inference time; None = every judged pair
-    eval_max_queries: int | None = None
-    # intra-op threads (torch, OpenMP): 1 is several times faster than 2 while other
-    # processes share the 2 cores (OpenMP spin-waits); 2 helps only on an idle machine
-    threads: int = 1
-    # grade of a distribution: "quadratic" = the integer nearest the expected grade (Bayes
-    # decision under the squared loss QWK and RMSE charge), "argmax" = most probable grade;
-    # confidence is always the calibrated max probability
+    seed: int = Field(20260704, ge=0)
+    # stages, cheapest first: stage 1 must be the GBM (it runs on every pair); stage k>1
+    # stacks the outputs of stages 1..k (a multinomial logistic regression fitted on dev)
+    stages: list[GradingStageConfig] = Field(default_factory=_default_stages)
+    retrieval_features: bool = False  # stage 1 also sees channel ranks/agreement/prior (grades then depend on mining)
+    negatives: NegativesConfig = NegativesConfig()
+    ensemble_c: float = Field(1.0, gt=0)  # inverse L2 strength of the stacking regressions
+    infer_batch_size: int = Field(128, ge=1)
+    eval_max_queries: int | None = Field(None, ge=1)  # dev/test queries scored (a hash sample; None: all)
+    # intra-op threads (torch, OpenMP): 2 on an idle 2-core machine; set 1 when other
+    # processes share the cores (OpenMP spin-waits made 2 threads up to 4x slower then)
+    threads: int = Field(2, ge=1)
     grade_rule: Literal["quadratic", "argmax"] = "quadratic"
-    # calibration: temperature scaling fitted on dev; reliability bins
-    ece_bins: int = 15
-    # cascade thresholds: chosen on dev as the cheapest pair whose QWK is within
-    # qwk_margin of stage 3 alone (a little tighter than the 0.01 target)
-    qwk_margin: float = Field(0.006, ge=0.0)
-    threshold_grid: list[float] = Field(
-        default_factory=lambda: [round(0.3 + 0.025 * i, 3) for i in range(27)]
-    )  # candidate confidence thresholds for stages 1 and 2
-    # escalation budget on the mined union: at most this share of a chunk's pairs goes
-    # to stage 2 / stage 3 (least confident first), so grading the union stays affordable
-    max_share_stage2: float = Field(0.005, ge=0.0, le=1.0)
-    max_share_stage3: float = Field(0.002, ge=0.0, le=1.0)
+    ece_bins: int = Field(15, ge=2)
+    # escalation: thresholds on each stage's calibrated confidence, chosen on dev as the
+    # best dev quality whose modelled compute on the union (stages' cost_s_per_million
+    # times the share of union pairs that would reach them) fits this budget
+    compute_budget_s_per_million: float = Field(180.0, ge=0)
+    threshold_grid: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [round(0.3 + 0.025 * i, 3) for i in range(29)]
+    )  # candidate confidence thresholds
+    budget_sample_pairs: int = Field(4000, ge=100)  # union pairs scored by every stage to model the compute
+    # hard caps on the share of a chunk escalated to stages 2, 3, ... (None: thresholds
+    # alone decide); when set, the report's cascade figures are graded under the same caps
+    max_share: list[Annotated[float, Field(ge=0, le=1)] | None] = Field(default_factory=list)
+    # prior-shift correction of the published posteriors to the union's class mix (EM,
+    # relgrade/grading/priorshift.py): none | em
+    prior_shift: Literal["none", "em"] = "none"
     chunk_size: int = Field(100_000, ge=100)  # union rows per checkpointed chunk
-    progress_every_s: float = 10.0
-    # grades used to refine category / difficulty_level (relgrade.mining.prior.refine_levels)
-    positive_grade: int = Field(2, ge=0, le=3)
+    progress_every_s: float = Field(10.0, gt=0)
+    positive_grade: int = Field(2, ge=0, le=3)  # grade >= this is relevant (levels, binary agreement)
     report_split: Literal["test"] = "test"  # human-labelled split the report scores
+    probe: ProbeConfig = ProbeConfig()
     llm_judge: LLMJudgeConfig = LLMJudgeConfig()
+
+    @field_validator("threshold_grid")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("grading.threshold_grid needs at least one threshold")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list) -> list:
+        if not v or v[0].kind != "gbm" or any(s.kind == "gbm" for s in v[1:]):
+            raise ValueError("grading.stages: the first stage must be the one gbm stage, the others cross-encoders")
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"grading.stages: names must be unique, got {names}")
+        return v
 
 
 class CurriculumStageConfig(_Strict):
@@ -348,7 +429,7 @@ class TrainingConfig(_Strict):
     # fp32, or bf16 autocast (CPU mixed precision; benchmarks/bench_training.py measures both)
     train_precision: Literal["fp32", "bf16"] = "fp32"
     weight_decay: float = Field(0.01, ge=0)
-    seed: int = 20260706
+    seed: int = Field(20260706, ge=0)
     # pair construction: targets are turned into percentiles over the whole set, so one
     # threshold serves the blended target and the (much smaller) click target alike
     positive_percentile: float = Field(0.7, ge=0, le=1)  # mnrl / margin_mse positive: at least this
@@ -365,10 +446,10 @@ class TrainingConfig(_Strict):
     threads: int = Field(2, ge=1)  # torch / faiss threads
     progress_every_s: float = Field(10.0, gt=0)
     # experiments (`relgrade experiments`): graded-pair fractions for data scaling
-    scaling_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0])
+    scaling_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.1, 0.3, 1.0])
     # experiments: the student and the click-trained baseline again with every stage's
     # examples multiplied by each factor (1.0 = the train stage's own models)
-    budget_multipliers: list[float] = Field(default_factory=lambda: [2.0])
+    budget_multipliers: list[Annotated[float, Field(gt=0, le=1000)]] = Field(default_factory=lambda: [2.0, 4.0, 8.0])
 
 
 class EvaluationConfig(_Strict):
@@ -385,10 +466,10 @@ class EvaluationConfig(_Strict):
     recall_min_grade: int = Field(2, ge=0, le=3)  # ... of judged items with at least this grade
     bootstrap: int = Field(1000, ge=10)  # bootstrap resamples over queries
     ci: float = Field(0.95, gt=0, lt=1)
-    seed: int = 20260707
+    seed: int = Field(20260707, ge=0)
     # targets checked in the report: student vs click-trained
-    target_relative_gain: float = 0.05
-    target_embarrassing_ratio: float = 0.6
+    target_relative_gain: float = Field(0.05, ge=0, le=10)
+    target_embarrassing_ratio: float = Field(0.6, gt=0, le=10)
     query_batch_size: int = Field(256, ge=1)
 
 
@@ -410,6 +491,15 @@ class RelgradeConfig(_Strict):
     @property
     def paths(self) -> "Paths":
         return Paths(resolve_path(self.data_root))
+
+    @property
+    def snapshot_ts(self) -> datetime:
+        """The mining snapshot instant (UTC): ``mining.snapshot_ts``, or the end of the
+        simulated log."""
+        from datetime import timedelta
+
+        ts = self.mining.snapshot_ts or (self.simulation.start_date + timedelta(days=self.simulation.days))
+        return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
     def resolve(self, rel: str | None) -> Path | None:
         return None if rel is None else resolve_path(rel)
@@ -473,6 +563,50 @@ class Paths:
     def rejected(self) -> Path:
         return self.root / "rejected"
 
+    # mining
+    @property
+    def mining(self) -> Path:
+        return self.root / "mining"
+
+    def union(self, snapshot_ts) -> Path:
+        """The union table of one mining snapshot."""
+        return self.mining / f"union_{_tag(snapshot_ts)}.parquet"
+
+    # grading
+    @property
+    def grading(self) -> Path:
+        return self.root / "grading"
+
+    @property
+    def grades(self) -> Path:
+        return self.grading / "grades.parquet"
+
+    @property
+    def test_scores(self) -> Path:
+        """The teachers' expected grade for every human-judged pair of the report split
+        (the evaluation ranks judged items by it as the distillation reference)."""
+        return self.grading / "test_scores.parquet"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def teachers(self) -> Path:
+        return self.models / "teachers"
+
+    def report(self, stage: str) -> Path:
+        """reports/<stage>/ (report.html, report.json)."""
+        return self.reports / stage
+
+
+def _tag(ts) -> str:
+    import pandas as pd
+
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.strftime("%Y%m%dT%H%M%SZ")
+
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -484,25 +618,160 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be used: one line per problem, each naming the file,
+    the key, the value, what is allowed and (for a misspelt key) the closest valid one."""
+
+
+# keys whose values are file paths: relative ones in a user's config file resolve
+# against that file's folder (the shipped profiles' against the repository root)
+PATH_KEYS = ("data_root", "dataset.path", "dataset.products_path", "dataset.labels_path", "dataset.events_path",
+             "mining.external_path", "mining.dense_cache_dir", "training.base_model")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if doc is None:
+        raise ConfigError(f"{path}: the config file is empty")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top, got {type(doc).__name__}")
+    return doc
+
+
+def _absolutize(doc: dict, base: Path) -> dict:
+    out = _deep_merge({}, doc)
+    for key in PATH_KEYS:
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str):
+            v = Path(node[parts[-1]]).expanduser()
+            node[parts[-1]] = str(v if v.is_absolute() else (base / v).resolve())
+    stages = (out.get("grading") or {}).get("stages") if isinstance(out.get("grading"), dict) else None
+    for st in stages or []:
+        if isinstance(st, dict) and isinstance(st.get("base_model"), str) and not Path(st["base_model"]).is_absolute():
+            st["base_model"] = str((base / st["base_model"]).resolve())
+    return out
+
+
+def _model_at(loc: tuple) -> type | None:
+    """The config model a validation error location points into (for key suggestions)."""
+    model: Any = RelgradeConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(model, _UnionOf):
+            tagged = [a for a in model.members if getattr(a.model_fields.get("kind"), "default", None) == part]
+            if tagged:
+                model = tagged[0]
+                continue
+            return None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        if part not in model.model_fields:
+            return model
+        ann = model.model_fields[part].annotation
+        nxt = [a for a in _flatten(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = nxt[0] if len(nxt) == 1 else (_UnionOf(nxt) if nxt else ann)
+    return model if isinstance(model, type) else None
+
+
+class _UnionOf:
+    def __init__(self, members):
+        self.members = members
+
+
+def _flatten(ann) -> list:
+    import typing
+
+    args = typing.get_args(ann)
+    if not args:
+        return [ann]
+    out = []
+    for a in args:
+        out += _flatten(a)
+    return out
+
+
+def format_validation_error(exc, source: str) -> str:
+    """One line per problem: ``source: key = value: what is allowed`` (with the closest
+    valid key for an unknown one)."""
+    import difflib
+
+    lines = []
+    for e in exc.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc if not (isinstance(p, str) and p in ("gbm", "cross_encoder")))
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            fields = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+            close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
+            prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else (f" (valid: {', '.join(fields)})" if fields else "")
+            lines.append(f"{source}: unknown key {key}{hint}")
+        else:
+            value = e.get("input")
+            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            lines.append(f"{source}: {key} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
 def load_config(
     profile: str | None = None,
     config_file: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RelgradeConfig:
-    """Load ``profile`` (default: $RELGRADE_PROFILE or ``default``) from the YAML file.
+    """The configuration: the typed defaults, the shipped profile ``profile`` (default:
+    $RELGRADE_PROFILE or ``default``) and a user's config file (``config_file`` or
+    $RELGRADE_CONFIG), deep-merged in that order, then ``overrides`` (tests point
+    data_root at a tmp dir) and $RELGRADE_DATA_ROOT.
 
-    ``overrides`` is deep-merged last (tests use it to point data_root at a tmp dir).
-    $RELGRADE_DATA_ROOT, when set, replaces the profile's data root.
-    """
+    A user's file holds only what differs from the defaults (any subset of the keys
+    ``relgrade config`` prints); one with ``profiles:`` is a whole profile file and
+    replaces the shipped one. Relative paths in it resolve against its folder. Every
+    problem raises :class:`ConfigError` with one line per key."""
     profile = profile or os.environ.get("RELGRADE_PROFILE", "default")
-    path = Path(config_file or os.environ.get("RELGRADE_CONFIG", DEFAULT_CONFIG_FILE))
-    raw = yaml.safe_load(path.read_text()) or {}
-    profiles = raw.get("profiles", {})
+    env_file = os.environ.get("RELGRADE_CONFIG")
+    if config_file is None and env_file is not None:
+        if not env_file.strip():
+            raise ConfigError("RELGRADE_CONFIG is set but empty: unset it or give the path of a config file")
+        config_file = env_file
+    shipped = _read_yaml(DEFAULT_CONFIG_FILE)
+    source = str(DEFAULT_CONFIG_FILE)
+    user = None
+    if config_file is not None:
+        upath = Path(config_file).expanduser().resolve()
+        user = _absolutize(_read_yaml(upath), upath.parent)
+        source = str(upath)
+    table = user if user is not None and ("profiles" in user or "base" in user) else shipped
+    profiles = table.get("profiles") or {}
     if profile not in profiles:
-        raise KeyError(f"unknown profile {profile!r} in {path}; known: {sorted(profiles)}")
-    merged = _deep_merge(raw.get("base", {}), profiles[profile] or {})
+        import difflib
+
+        close = difflib.get_close_matches(profile, list(profiles), n=1)
+        where = source if table is user else str(DEFAULT_CONFIG_FILE)
+        raise ConfigError(f"{where}: unknown profile {profile!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; known: {', '.join(sorted(profiles))}")
+    merged = _deep_merge(table.get("base") or {}, profiles[profile] or {})
+    if user is not None and table is shipped:
+        merged = _deep_merge(merged, user)
     merged["profile"] = profile
     if os.environ.get("RELGRADE_DATA_ROOT"):
         merged["data_root"] = os.environ["RELGRADE_DATA_ROOT"]
     merged = _deep_merge(merged, overrides or {})
-    return RelgradeConfig.model_validate(merged)
+    from pydantic import ValidationError
+
+    try:
+        return RelgradeConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -186,8 +186,14 @@ def publish(
     view: str,
     batch: pd.DataFrame,
     validate: Callable[[pd.DataFrame], object] | None,
+    keep_backup: bool = False,
 ) -> dict:
-    """Validate, write offline and materialize online one feature batch, as one unit."""
+    """Validate, write offline and materialize online one feature batch, as one unit.
+
+    With ``keep_backup`` the previous offline table stays beside the new one (the
+    result's ``backup``) until :func:`commit_publish` drops it or
+    :func:`rollback_publish` puts it back: a flow publishing several views inside one
+    Prefect transaction can undo the ones that landed when a later one fails."""
     batch = conform_features(view, batch)
     if validate is not None:
         validate(batch)  # raises ValidationFailed: nothing has been written yet
@@ -200,24 +206,42 @@ def publish(
     write_parquet_atomic(pa.Table.from_pandas(merged, schema=view_arrow_schema(view), preserve_index=False), path)
     start = batch["event_timestamp"].min().to_pydatetime() - timedelta(seconds=1)
     end = batch["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    result = {"view": view, "rows": len(batch), "offline_rows": len(merged), "path": str(path),
+              "materialized": [start.isoformat(), end.isoformat()], "had_previous": had_previous,
+              "backup": str(backup) if had_previous else None}
     try:
         store = apply_definitions(cfg)
-        online_rows = write_online(cfg, view, batch, store)
+        result["online_rows"] = write_online(cfg, view, batch, store)
     except BaseException:
         log.error("online write of %s failed: restoring the previous offline table", view)
-        if had_previous:
-            shutil.move(backup, path)
-            try:
-                if view in cfg.feast.online_views:
-                    materialize(cfg, [view], start, end)
-            except Exception:  # pragma: no cover - best effort restore of online rows
-                log.exception("re-materializing the previous %s rows failed", view)
-        else:
-            path.unlink(missing_ok=True)
+        rollback_publish(result, cfg)
         raise
-    backup.unlink(missing_ok=True)
-    return {"view": view, "rows": len(batch), "offline_rows": len(merged), "online_rows": online_rows,
-            "path": str(path), "materialized": [start.isoformat(), end.isoformat()]}
+    if not keep_backup:
+        commit_publish(result)
+        result["backup"] = None
+    return result
+
+
+def commit_publish(result: dict) -> None:
+    """Drop the backup :func:`publish` kept."""
+    if result.get("backup"):
+        Path(result["backup"]).unlink(missing_ok=True)
+
+
+def rollback_publish(result: dict, cfg: RelgradeConfig | None = None) -> None:
+    """Undo :func:`publish`: the previous offline table back in place (or none, if there
+    was none), and its rows re-materialized online for the batch's time range."""
+    path = Path(result["path"])
+    if result.get("had_previous") and result.get("backup") and Path(result["backup"]).exists():
+        shutil.move(result["backup"], path)
+    elif not result.get("had_previous"):
+        path.unlink(missing_ok=True)
+    if cfg is not None and result["view"] in cfg.feast.online_views and path.exists():
+        try:
+            start, end = (datetime.fromisoformat(t) for t in result["materialized"])
+            materialize(cfg, [result["view"]], start, end)
+        except Exception:  # pragma: no cover - best effort restore of online rows
+            log.exception("re-materializing the previous %s rows failed", result["view"])
 
 
 # --------------------------------------------------------------------------- retrieval

@@ -90,3 +90,14 @@ def frame_digest(df: pd.DataFrame) -> str:
     h = hashlib.sha256(row_hashes.tobytes())
     h.update(",".join(map(str, df.columns)).encode())
     return h.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """Content hash of every file under ``folder`` (relative names and bytes)."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(file_digest(p).encode())
+    return h.hexdigest()

@@ -40,7 +40,7 @@ def _cfg(root, **assemble):
 
 
 def _publish(cfg, view, batch):
-    from flows.materialize import gate_for
+    from validation.gate import gate_for
     from relgrade.featurestore import publish
 
     return publish(cfg, view, batch, gate_for(cfg, view))

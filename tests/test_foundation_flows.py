@@ -85,7 +85,7 @@ def test_point_in_time_never_joins_a_later_row(store_root):
     """A feature row stamped after the entity row's time is not joined; the latest
     row at or before it is."""
     from relgrade import featurestore as fs
-    from flows.materialize import gate_for
+    from validation.gate import gate_for
 
     root, ov, _ = store_root
     cfg = _cfg(ov)

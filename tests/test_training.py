@@ -168,12 +168,11 @@ def _toy_eval():
 def test_teacher_reference_ranks_judged_items_by_its_held_out_scores(tmp_path):
     """The teacher row reads the grade stage's held-out scores for exactly the judged
     pairs; it has judged-set metrics only (no recall), and a missing pair is an error."""
-    from relgrade.grading.run import test_scores_path
     from training.evaluate import query_metrics, score_teacher
 
     ed, _ = _toy_eval()
     cfg = load_config("quick", overrides={"data_root": str(tmp_path)})
-    path = test_scores_path(cfg)
+    path = cfg.paths.test_scores
     path.parent.mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="relgrade grade"):
         score_teacher(ed, cfg)

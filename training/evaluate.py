@@ -181,9 +181,8 @@ def score_teacher(ed: EvalData, cfg: RelgradeConfig) -> Scored:
     grade, written by the grade stage for every judged pair of the report split). It is
     the reference a distilled student can at best approach on the judged-set metrics; it
     is not a retriever, so it has no recall."""
-    from relgrade.grading.run import test_scores_path
 
-    path = test_scores_path(cfg)
+    path = cfg.paths.test_scores
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `relgrade grade` first")
     if cfg.evaluation.split != cfg.grading.report_split:
@@ -355,11 +354,9 @@ def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
     specs = {}
     for m in cfg.evaluation.models:
         if m == "teacher":
-            from relgrade.grading.run import test_scores_path
-
-            if not test_scores_path(cfg).exists():
+            if not cfg.paths.test_scores.exists():
                 log.warning("no teacher scores at %s (grade stage not run): teacher reference left out",
-                            test_scores_path(cfg))
+                            cfg.paths.test_scores)
                 continue
         if m in (STUDENT, CLICK):
             specs[m] = {"kind": "trained", "path": model_dir(cfg, m)}

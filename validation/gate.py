@@ -169,3 +169,25 @@ def validate(
     if not report.success and raise_on_failure:
         raise ValidationFailed(report)
     return report
+
+
+def gate_context(cfg: RelgradeConfig, **extra) -> GateContext:
+    """The context every feature-view suite checks against: catalog and query ids of the
+    data root (referential integrity) and the allowed clock skew; ``extra`` fields
+    (e.g. ``evidence`` for relevance_grade_fv) are set on it."""
+    from relgrade.io import read_parquet
+
+    catalog = read_parquet(cfg.paths.table("catalog"), columns=["item_id"])
+    queries = read_parquet(cfg.paths.table("queries"), columns=["query_id"])
+    ctx = GateContext(item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]),
+                      max_future_skew_seconds=cfg.validation.max_future_skew_seconds)
+    for k, v in extra.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def gate_for(cfg: RelgradeConfig, suite: str, **extra):
+    """The validation callable :func:`relgrade.featurestore.publish` runs before it writes
+    anything: ``suite`` (a feature view's name) against :func:`gate_context`."""
+    ctx = gate_context(cfg, **extra)
+    return lambda batch: validate(batch, suite, cfg, ctx)

@@ -30,6 +30,28 @@ class GateContext:
     query_ids: pd.Index | None = None  # query ids
     max_future_skew_seconds: int = 0
     excluded_query_ids: pd.Index | None = None  # e.g. test-split queries (training set)
+    evidence: "GradeEvidence | None" = None  # relevance_grade_fv: probes of the union distribution
+
+
+@dataclass
+class GradeEvidence:
+    """What the grade stage measured about the batch's own distribution, checked by the
+    ``relevance_grade_fv`` suite so that a teacher that has drifted cannot publish.
+
+    ``probe`` holds grade rows (the view's columns) of random pairs - dev queries with
+    uniformly drawn catalog items - graded exactly like the batch; they are validated
+    with it, never published. ``band`` and ``human_grade`` are aligned with the batch:
+    the best-rank band of each union pair, its human grade where it has one."""
+
+    probe: pd.DataFrame
+    band: np.ndarray
+    human_grade: np.ndarray
+    top_band: str
+    deep_band: str
+    min_probe_grade0_share: float = 0.97
+    min_band_expected_grade_drop: float = 0.2
+    min_judged_binary_agreement: float = 0.7
+    positive_grade: int = 2
 
 
 def _gxe():
@@ -183,6 +205,10 @@ def retrieval_prior_suite(df: pd.DataFrame, ctx: GateContext):
 
 def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
+    ev = ctx.evidence
+    if ev is not None:  # the probe rows are validated with the batch (same columns), never published
+        df = pd.concat([df.assign(chk_population="union"), ev.probe.assign(chk_population="probe")],
+                       ignore_index=True)
     df, exp = _view_common(df, ctx, "relevance_grade_fv")
     probs = [f"p_grade_{g}" for g in GRADES]
     df = df.assign(chk_prob_sum=df[probs].astype(float).sum(axis=1))
@@ -195,6 +221,42 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
         gxe.ExpectColumnValuesToBeBetween(column="deciding_stage", min_value=1, max_value=10),
         gxe.ExpectColumnValuesToNotBeNull(column="teacher_version"),
     ]
+    if ev is None:
+        return df, exp
+    union = (df["chk_population"] == "union").to_numpy()
+    grade = pd.to_numeric(df["grade"]).to_numpy(dtype=float)
+    eg = pd.to_numeric(df["expected_grade"]).to_numpy(dtype=float)
+    band = np.full(len(df), "", dtype=object)
+    band[union] = ev.band
+    human = np.full(len(df), np.nan)
+    human[union] = ev.human_grade
+    deep = union & (band == ev.deep_band)
+    deep_mean = float(eg[deep].mean()) if deep.any() else np.nan
+    judged = ~np.isnan(human)
+    from great_expectations.expectations.row_conditions import Column
+
+    df = df.assign(
+        chk_grade0=(grade == 0).astype(float),
+        chk_judged=judged,
+        chk_band=band,
+        chk_expected_grade_over_deep_band=eg - deep_mean,
+        chk_judged_binary_agree=np.where(judged, ((grade >= ev.positive_grade) == (human >= ev.positive_grade))
+                                         .astype(float), np.nan),
+    )
+    exp += [
+        gxe.ExpectColumnMeanToBeBetween(
+            column="chk_grade0", min_value=ev.min_probe_grade0_share, row_condition=Column("chk_population") == "probe",
+            notes="random-pair probe: dev queries paired with uniformly drawn catalog items must come out grade 0"),
+        gxe.ExpectColumnMeanToBeBetween(
+            column="chk_expected_grade_over_deep_band", min_value=ev.min_band_expected_grade_drop,
+            row_condition=Column("chk_band") == ev.top_band,
+            notes=f"mean expected grade of the best-rank band {ev.top_band} exceeds that of {ev.deep_band}"),
+    ]
+    if judged.any():
+        exp.append(gxe.ExpectColumnMeanToBeBetween(
+            column="chk_judged_binary_agree", min_value=ev.min_judged_binary_agreement,
+            row_condition=Column("chk_judged") == True,  # noqa: E712 - a GX condition, not a Python comparison
+            notes="binary agreement (relevant or not) with the human grade on the union pairs that carry one"))
     return df, exp
 
 

@@ -34,16 +34,24 @@ def query_id_of(text: str) -> str:
 
 
 def read_bytes(path: Path) -> bytes:
-    """File bytes; a .zip holding exactly one member is read transparently."""
+    """File bytes; a .zip holding exactly one member is read transparently. A file that
+    is not a zip, or a truncated or corrupt one, is bad input (a ContractError naming
+    the file), never an I/O error to retry."""
+    import zlib
+
     path = Path(path)
     if not path.exists():
         raise ContractError(f"input file not found: {path}")
     if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.namelist() if not m.endswith("/")]
-            if len(members) != 1:
-                raise ContractError(f"{path}: expected one file in the zip, found {members}")
-            data = zf.read(members[0])
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.namelist() if not m.endswith("/")]
+                if len(members) != 1:
+                    raise ContractError(f"{path}: expected one file in the zip, found {members}")
+                data = zf.read(members[0])
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise ContractError(f"{path}: not a readable zip archive ({type(exc).__name__}: {exc}); "
+                                "give the CSV itself or a zip holding it") from None
     else:
         data = path.read_bytes()
     if not data.strip():
@@ -52,7 +60,25 @@ def read_bytes(path: Path) -> bytes:
 
 
 def decode_strict(data: bytes, encoding: str, source: Path) -> str:
-    """Decode, naming the first offending line (1-based) when the bytes do not fit."""
+    """Decode, naming the first offending line (1-based) when the bytes do not fit.
+
+    A single-byte encoding (latin-1, cp1252) decodes any bytes, so a UTF-8 file read with
+    it turns "è" into "Ã¨" without an error. Non-ASCII bytes that form valid UTF-8
+    throughout are, in practice, UTF-8: such a file is decoded as UTF-8 with a warning."""
+    import logging
+
+    if encoding.lower().replace("_", "-") in ("latin-1", "latin1", "iso-8859-1", "cp1252", "windows-1252"):
+        if not data.isascii():
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                n = sum(1 for ch in text if ord(ch) > 127)
+                logging.getLogger("relgrade.ingest").warning(
+                    "%s: dataset.encoding is %s, but the file is valid UTF-8 with %d non-ASCII characters: "
+                    "decoded as UTF-8 (set dataset.encoding: utf-8 to silence this)", source, encoding, n)
+                return text
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:

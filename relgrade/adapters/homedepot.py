@@ -22,8 +22,34 @@ def grade_from_rating(r: pd.Series) -> pd.Series:
 
 
 def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.DataFrame]:
+    """The contract tables from the Kaggle file. Rules for what the file gets wrong:
+
+    * a row ``id`` that appears twice with the same content is one row (a warning counts
+      them); twice with different content is an error naming the ids;
+    * a row with an empty search term has no query to judge: an error with the count;
+    * a pair rated under two spellings of one query (``fence  mesh`` / ``fence mesh``)
+      is one judgment, the mean of the ratings (a warning counts them)."""
+    import logging
+
+    warn = logging.getLogger("relgrade.ingest").warning
     df = read_table_text(path, encoding)
     require_columns(df, COLUMNS, path)
+    dup = df["id"].duplicated(keep=False)
+    if dup.any():
+        same = df[dup].drop_duplicates(COLUMNS)
+        conflicting = same["id"].duplicated(keep=False)
+        if conflicting.any():
+            ids = sorted(same.loc[conflicting, "id"].unique())
+            raise ContractError(f"{path}: {len(ids)} row id(s) appear more than once with different content "
+                                f"(e.g. id {ids[0]}): a row id must identify one judgment; fix or remove them")
+        warn("%s: %d exact duplicate row(s) (same id, same content) kept once", path,
+             int(df.duplicated(COLUMNS).sum()))
+        df = df.drop_duplicates(COLUMNS).reset_index(drop=True)
+    empty = df["search_term"].isna() | (df["search_term"].astype(str).str.strip() == "")
+    if empty.any():
+        first = int(empty.to_numpy().argmax())
+        raise ContractError(f"{path}: {int(empty.sum())} row(s) have an empty search_term (first: data row "
+                            f"{first + 1}, id {df['id'].iloc[first]}): a judgment needs its query; remove them")
     rating = pd.to_numeric(df["relevance"], errors="coerce")
     bad = rating.isna() & df["relevance"].notna()
     if bad.any():
@@ -53,6 +79,10 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
     )
     # A few pairs were rated under two spellings of the same query: one judgment per
     # pair, the mean of the ratings (each already a mean of about three raters).
+    merged = int(pairs.duplicated(["query_id", "item_id"]).sum())
+    if merged:
+        warn("%s: %d judgment(s) rate a pair already rated under another spelling of the same query: "
+             "each such pair is one judgment, the mean of its ratings", path, merged)
     judgments = (
         pairs.groupby(["query_id", "item_id"], sort=False, dropna=False)
         .agg(raw_score=("raw_score", "mean"), raw_label=("raw_label", lambda s: "|".join(map(str, s))))

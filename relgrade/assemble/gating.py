@@ -106,6 +106,8 @@ def refresh_gated_engagement(
     stats = {
         "as_of_day": str(day.date()), "cut": cut.isoformat(), "events_used": int(len(ev)), "pairs": int(len(out)),
         "pairs_graded": graded, "pairs_gated": int(out["gated_preference"].notna().sum()),
+        # of the pairs shown in the window and graded, the share the gate lets through
+        "gate_pass_share": (float(out["gated_preference"].notna().sum()) / graded) if graded else None,
         "features_s": round(t1 - t0, 2), "grade_lookup_s": round(t2 - t1, 2), "total_s": round(time.perf_counter() - t0, 2),
     }
     log.info("gated engagement as of %s: %d pairs, %d graded, %d with a preference (%.1fs)",

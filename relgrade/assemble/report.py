@@ -240,6 +240,10 @@ def write_report(out_dir: Path, data_docs: Path, train: pd.DataFrame, report_row
                 "with grade": rows.get("with_grade"), "with preference": rows.get("with_preference"),
                 f"{report_split} rows": rows.get("report_split_rows"), "content hash": (manifest.get("content_hash") or "")[:16],
                 "teacher versions": ", ".join(f"{k} ({v})" for k, v in (manifest.get("teacher_versions") or {}).items())}]
+    gz = manifest.get("gated_engagement") or {}
+    gate = {"pairs shown in the 28-day window": gz.get("pairs"), "graded": gz.get("pairs_graded"),
+            "passing the gate (grade >= gate_min_grade)": gz.get("pairs_gated"),
+            "share of graded pairs passing": gz.get("gate_pass_share")}
     imgs = "".join(f'<h3>{html.escape(k.replace("_", " "))}</h3><img src="data:image/png;base64,{v}"/>' for k, v in plots.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>relgrade: training set data quality</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
@@ -248,6 +252,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}img{{max-width:100%
 <p>Point-in-time training set cut at {html.escape(str(manifest.get("cut_ts")))}. Validation results:
 <a href="../data_docs/index.html">Great Expectations Data Docs</a> (suite <code>training_set</code>).</p>
 {_table(summary, list(summary[0]))}
+<h2>The engagement gate</h2>
+{_table([gate], list(gate))}
 <h2>Rank correlation with the human grade ({html.escape(report_split)} queries)</h2>
 <p>{ev["rows_with_human_grade"]} judged {html.escape(report_split)} rows of {ev["queries"]} queries assembled through the same
 point-in-time path as the training rows; {ev["rows_with_impressions"]} of them had impressions in the 28-day window.</p>

@@ -25,19 +25,43 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def nll(probs: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
-    return float(-np.log(p).mean())
+def as_targets(y, n_classes: int = N_GRADES) -> np.ndarray:
+    """Grades (n,) as one-hot (n, 4); soft targets (n, 4) pass through."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y.astype(np.float64)
+    out = np.zeros((len(y), n_classes))
+    out[np.arange(len(y)), y.astype(np.int64)] = 1.0
+    return out
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature minimizing dev NLL (bounded to [0.05, 20])."""
+def expand_soft(targets, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soft targets as weighted hard rows for estimators that take class labels: each
+    pair once per grade its target touches, weighted by that share times the pair's
+    weight. Returns (row index, grade, weight)."""
+    T = as_targets(targets)
+    w = np.ones(len(T)) if weights is None else np.asarray(weights, dtype=float)
+    rows, grades = np.nonzero(T > 0)
+    return rows, grades, T[rows, grades] * w[rows]
+
+
+def nll(probs: np.ndarray, y, weights=None) -> float:
+    """Mean (weighted) cross-entropy of ``probs`` against grades or soft targets."""
+    T = as_targets(y, probs.shape[1])
+    lp = np.log(np.clip(probs, 1e-12, 1.0))
+    per = -(T * lp).sum(axis=1)
+    w = np.ones(len(per)) if weights is None else np.asarray(weights, dtype=float)
+    return float((per * w).sum() / max(w.sum(), 1e-12))
+
+
+def fit_temperature(logits: np.ndarray, y, weights=None) -> float:
+    """The temperature minimizing dev NLL (bounded to [0.05, 20]); ``y`` grades or
+    soft targets, ``weights`` per pair."""
     from scipy.optimize import minimize_scalar
 
-    y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
         raise ValueError("temperature scaling needs at least one labelled dev pair")
-    res = minimize_scalar(lambda lt: nll(softmax(logits / np.exp(lt)), y), bounds=(np.log(0.05), np.log(20.0)),
+    res = minimize_scalar(lambda lt: nll(softmax(logits / np.exp(lt)), y, weights), bounds=(np.log(0.05), np.log(20.0)),
                           method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
 
@@ -72,10 +96,17 @@ class ScaleMap:
     y: np.ndarray
 
     @classmethod
-    def fit(cls, expected: np.ndarray, raw: np.ndarray) -> "ScaleMap":
+    def fit(cls, expected: np.ndarray, raw: np.ndarray | None) -> "ScaleMap | None":
+        """None when the source has no numeric label (ESCI, WANDS: categories only):
+        RMSE is then reported on the 0..3 grade scale alone."""
         from sklearn.isotonic import IsotonicRegression
 
+        if raw is None:
+            return None
+        raw = np.asarray(raw, dtype=float)
         ok = ~np.isnan(raw)
+        if ok.sum() < 2:
+            return None
         iso = IsotonicRegression(out_of_bounds="clip").fit(expected[ok], raw[ok])
         return cls(np.asarray(iso.X_thresholds_, dtype=float), np.asarray(iso.y_thresholds_, dtype=float))
 
@@ -123,6 +154,7 @@ def agreement_metrics(probs: np.ndarray, y: np.ndarray, raw: np.ndarray | None =
         "ece": ece(probs, y, bins),
         "nll": nll(probs, y),
         "mean_confidence": float(probs.max(axis=1).mean()),
+        "rmse_grade": float(np.sqrt(np.mean((expected - y) ** 2))),
     }
     if raw is not None and scale is not None:
         ok = ~np.isnan(raw)

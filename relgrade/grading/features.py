@@ -23,6 +23,11 @@ char_cosine            cosine of the query's and the item's character 3-4-gram T
 char_containment       share of the query's character 3-4-grams found in the item
 first_char, last_char  character-gram cosine of the first / last query word alone
                        against the item (the head noun, misspelt or not)
+q_max_bm25, bm25_rel   the query's best BM25 over the whole catalog, and the pair's BM25
+                       as a share of it (how this item compares with the best the
+                       catalog offers for the query, whatever any retriever returned)
+q_max_cos, cos_gap     the same for the cosine: the query's best cosine over the
+                       catalog, and the pair's cosine minus it
 rank_*, score_beh.     mining channel ranks (NaN when the channel missed the item or
 agreement, prior       the pair is not in the union), agreement, retrieval prior
 =====================  ===========================================================
@@ -47,9 +52,19 @@ FEATURES = [
     "bm25", "cosine", "q_tokens", "t_tokens", "overlap", "overlap_frac", "idf_overlap", "jaccard",
     "num_tokens", "num_frac", "first_hit", "last_hit", "phrase_hit",
     "char_cosine", "char_containment", "first_char", "last_char",
+    "q_max_bm25", "bm25_rel", "q_max_cos", "cos_gap",
     "rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior",
 ]
 UNION_FEATURES = ["rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior"]
+CONTENT_FEATURES = [f for f in FEATURES if f not in UNION_FEATURES]
+
+
+def feature_names(retrieval_features: bool) -> list[str]:
+    """Stage-1 inputs: the content features, plus the union's ranks, agreement, prior
+    and behavioural score with ``grading.retrieval_features`` (off by default: a grade
+    that depends on where a channel ranked the pair double-counts the retrieval prior in
+    the target and cannot be computed for a pair that was never mined)."""
+    return FEATURES if retrieval_features else CONTENT_FEATURES
 
 
 def _is_num(tok: str) -> bool:
@@ -105,6 +120,8 @@ class PairFeaturizer:
         from relgrade.mining.run import make_channel
 
         t0 = time.perf_counter()
+        self.names = feature_names(cfg.grading.retrieval_features)
+        self._cols = np.array([FEATURES.index(f) for f in self.names])
         self.cat = _catalog_frame(catalog)
         self.q = _query_frame(queries)
         self.item_index = pd.Index(self.cat["item_id"].astype(str))
@@ -137,14 +154,48 @@ class PairFeaturizer:
         for tok, i in vocab.items():
             numeric[i] = _is_num(tok)
         self.numeric = numeric.astype(np.float32)
+        self.vocab = vocab
+        # BM25 statistics of the catalog, for items added later (extend)
+        doc_tokens = tokenize_many(texts)
+        self.bm25_k1, self.bm25_b = lex.k1, lex.b
+        self.doc_freq = df.astype(np.float64)
+        self.avg_doc_len = float(np.mean([len(t) for t in doc_tokens])) if doc_tokens else 1.0
         # queries
-        qtok = tokenize_many(self.q["text"].tolist())
+        self._set_query_block(self._query_block(self.q["text"].tolist()))
+        self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
+        self.chars = CharGrams(list(texts), self.q["text"].astype(str).tolist())
+        # dense: the mining channel's cached embeddings (encoded on a cache miss)
+        dense = make_channel("dense", cfg)
+        self.dense = dense
+        self.item_emb = dense.encode(texts.tolist(), what="items")
+        self.query_emb = dense.encode(self.q["text"].tolist(), what="queries")
+        self.dense_cache_hit = bool(dense.stats.get("items_cache_hit")) and bool(dense.stats.get("queries_cache_hit"))
+        self.n_catalog = len(self.cat)
+        self.q_max_bm25, self.q_max_cos = self._query_maxima()
+        # union lookup for channel ranks
+        self.union_key = None
+        if union is not None and len(union):
+            self.union_key = pd.MultiIndex.from_arrays([union["query_id"].astype(str), union["item_id"].astype(str)])
+            self.union_vals = np.column_stack([
+                pd.to_numeric(union[c], errors="coerce").astype("float64").to_numpy() if c in union.columns
+                else np.full(len(union), np.nan) for c in UNION_FEATURES
+            ]).astype(np.float32)
+        self.fit_s = time.perf_counter() - t0
+        log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
+                 len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
+
+    def _query_block(self, texts: list[str]) -> dict:
+        """Query-side arrays of ``texts`` (token counts over the catalog vocabulary, IDF
+        mass, numeric tokens, first and last token, normalized text)."""
+        vocab = self.vocab
+        qtok = tokenize_many(texts)
         rows, cols, data = [], [], []
-        q_tokens = np.zeros(len(qtok), dtype=np.float32)
-        q_idf = np.zeros(len(qtok), dtype=np.float32)
-        q_num = np.zeros(len(qtok), dtype=np.float32)
-        first = np.full(len(qtok), -1, dtype=np.int64)
-        last = np.full(len(qtok), -1, dtype=np.int64)
+        n = len(qtok)
+        q_tokens = np.zeros(n, dtype=np.float32)
+        q_idf = np.zeros(n, dtype=np.float32)
+        q_num = np.zeros(n, dtype=np.float32)
+        first = np.full(n, -1, dtype=np.int64)
+        last = np.full(n, -1, dtype=np.int64)
         for r, toks in enumerate(qtok):
             uniq = list(dict.fromkeys(toks))
             q_tokens[r] = len(uniq)
@@ -158,30 +209,93 @@ class PairFeaturizer:
             if toks:
                 first[r] = vocab.get(toks[0], -1)
                 last[r] = vocab.get(toks[-1], -1)
-        self.q_counts = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(len(qtok), self.V))
-        self.q_counts.sum_duplicates()
-        self.q_bin = self.q_counts.copy()
-        self.q_bin.data[:] = 1.0
-        self.q_tokens, self.q_idf, self.q_num, self.q_first, self.q_last = q_tokens, q_idf, q_num, first, last
-        self.q_norm = np.array([" ".join(normalize(t).split()) for t in self.q["text"]], dtype=object)
-        self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
-        self.chars = CharGrams(list(texts), self.q["text"].astype(str).tolist())
-        # dense: the mining channel's cached embeddings (encoded on a cache miss)
-        dense = make_channel("dense", cfg)
-        self.item_emb = dense.encode(texts.tolist(), what="items")
-        self.query_emb = dense.encode(self.q["text"].tolist(), what="queries")
-        self.dense_cache_hit = bool(dense.stats.get("items_cache_hit")) and bool(dense.stats.get("queries_cache_hit"))
-        # union lookup for channel ranks
-        self.union_key = None
-        if union is not None and len(union):
-            self.union_key = pd.MultiIndex.from_arrays([union["query_id"].astype(str), union["item_id"].astype(str)])
-            self.union_vals = np.column_stack([
-                pd.to_numeric(union[c], errors="coerce").astype("float64").to_numpy() if c in union.columns
-                else np.full(len(union), np.nan) for c in UNION_FEATURES
-            ]).astype(np.float32)
-        self.fit_s = time.perf_counter() - t0
-        log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
-                 len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
+        counts = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(n, self.V))
+        counts.sum_duplicates()
+        qbin = counts.copy()
+        qbin.data[:] = 1.0
+        return {"q_counts": counts, "q_bin": qbin, "q_tokens": q_tokens, "q_idf": q_idf, "q_num": q_num,
+                "q_first": first, "q_last": last,
+                "q_norm": np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)}
+
+    def _set_query_block(self, b: dict) -> None:
+        for k, v in b.items():
+            setattr(self, k, v)
+
+    def _query_maxima(self, batch: int = 512, q_counts=None, query_emb=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per query: the highest BM25 and the highest cosine over every catalog item."""
+        q_counts = self.q_counts if q_counts is None else q_counts
+        query_emb = self.query_emb if query_emb is None else query_emb
+        nq = q_counts.shape[0]
+        mb = np.zeros(nq, dtype=np.float32)
+        mc = np.full(nq, -1.0, dtype=np.float32)
+        n_cat = self.n_catalog
+        DT = self.bm25_dt[:n_cat].T.tocsr()  # vocab x docs
+        for lo in range(0, nq, batch):
+            hi = min(nq, lo + batch)
+            S = (q_counts[lo:hi] @ DT).tocsr()
+            if S.nnz:
+                mb[lo:hi] = S.max(axis=1).toarray().ravel()
+            mc[lo:hi] = (query_emb[lo:hi] @ self.item_emb[:n_cat].T).max(axis=1)
+        return mb, mc
+
+    def extend(self, items: pd.DataFrame | None = None, queries: pd.DataFrame | None = None) -> "PairFeaturizer":
+        """Add items (``item_id, title``) and queries (``query_id, text``) that are not in
+        the contract tables, featurized with the catalog's own statistics (BM25 document
+        frequencies and lengths, the character-gram vocabulary, the base model): pairs of
+        catalog items and known queries keep exactly the features they had."""
+        if items is not None and len(items):
+            it = items[["item_id", "title"]].astype(str).drop_duplicates("item_id")
+            it = it[~it["item_id"].isin(self.item_index)]
+            texts = it["title"].tolist()
+            toks = tokenize_many(texts)
+            rows, cols, data = [], [], []
+            N = float(self.n_catalog)
+            for r, tl in enumerate(toks):
+                dl = len(tl)
+                tf: dict[int, int] = {}
+                for t in tl:
+                    if t in self.vocab:
+                        tf[self.vocab[t]] = tf.get(self.vocab[t], 0) + 1
+                for j, f in tf.items():
+                    idf = np.log(1.0 + (N - self.doc_freq[j] + 0.5) / (self.doc_freq[j] + 0.5))
+                    norm = self.bm25_k1 * ((1 - self.bm25_b) + self.bm25_b * dl / self.avg_doc_len)
+                    rows.append(r)
+                    cols.append(j)
+                    data.append(idf * f / (norm + f))
+            M = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(len(texts), self.V))
+            M.sort_indices()
+            B = M.copy()
+            B.data[:] = 1.0
+            self.bm25_dt = sp.vstack([self.bm25_dt, M]).tocsr()
+            self.item_bin = sp.vstack([self.item_bin, B]).tocsr()
+            self.t_tokens = np.r_[self.t_tokens, np.array([len(set(t)) for t in toks], dtype=np.float32)]
+            self.t_norm = np.r_[self.t_norm, np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)]
+            self.chars.items = sp.vstack([self.chars.items, self.chars._rows(texts)]).tocsr()
+            self.item_emb = np.vstack([self.item_emb, self.dense.encode(texts, what="extra items")])
+            self.item_text_arr = np.r_[self.item_text_arr, np.array(texts, dtype=object)]
+            self.item_index = self.item_index.append(pd.Index(it["item_id"]))
+        if queries is not None and len(queries):
+            qq = queries[["query_id", "text"]].astype(str).drop_duplicates("query_id")
+            qq = qq[~qq["query_id"].isin(self.query_index)]
+            texts = qq["text"].tolist()
+            b = self._query_block(texts)
+            emb = self.dense.encode(texts, what="extra queries")
+            mb, mc = self._query_maxima(q_counts=b["q_counts"], query_emb=emb)
+            for k in ("q_tokens", "q_idf", "q_num", "q_first", "q_last", "q_norm"):
+                setattr(self, k, np.r_[getattr(self, k), b[k]])
+            self.q_counts = sp.vstack([self.q_counts, b["q_counts"]]).tocsr()
+            self.q_bin = sp.vstack([self.q_bin, b["q_bin"]]).tocsr()
+            self.query_emb = np.vstack([self.query_emb, emb])
+            self.q_max_bm25, self.q_max_cos = np.r_[self.q_max_bm25, mb], np.r_[self.q_max_cos, mc]
+            ch = self.chars
+            words = [_WORD.findall(t.lower()) or [""] for t in texts]
+            ch.queries = sp.vstack([ch.queries, ch._rows(texts)]).tocsr()
+            ch.first = sp.vstack([ch.first, ch._rows([w[0] for w in words])]).tocsr()
+            ch.last = sp.vstack([ch.last, ch._rows([w[-1] for w in words])]).tocsr()
+            ch.q_grams = np.diff(ch.queries.indptr).astype(np.float32)
+            self.q = pd.concat([self.q, qq], ignore_index=True)
+            self.query_index = self.query_index.append(pd.Index(qq["query_id"]))
+        return self
 
     # ------------------------------------------------------------------ codes
     def pair_codes(self, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +309,11 @@ class PairFeaturizer:
             raise ContractError(f"{int(bad.sum())} pair(s) name a query or item missing from the contract tables, "
                                 f"e.g. ({r['query_id']!r}, {r['item_id']!r})")
         return qi, ii
+
+    def cosine(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Base bi-encoder cosine of each (query, item) pair."""
+        qi, ii = self.pair_codes(pairs)
+        return np.einsum("ij,ij->i", self.query_emb[qi], self.item_emb[ii]) if len(qi) else np.zeros(0, np.float32)
 
     def union_features(self, pairs: pd.DataFrame) -> np.ndarray:
         out = np.full((len(pairs), len(UNION_FEATURES)), np.nan, dtype=np.float32)
@@ -215,6 +334,10 @@ class PairFeaturizer:
 
     # ------------------------------------------------------------------ features
     def transform(self, pairs: pd.DataFrame) -> np.ndarray:
+        """(n, len(self.names)) float32 matrix for ``pairs`` (query_id, item_id)."""
+        return self.transform_all(pairs)[:, self._cols]
+
+    def transform_all(self, pairs: pd.DataFrame) -> np.ndarray:
         """(n, len(FEATURES)) float32 matrix for ``pairs`` (query_id, item_id [, union columns])."""
         qi, ii = self.pair_codes(pairs)
         n = len(pairs)
@@ -258,7 +381,12 @@ class PairFeaturizer:
             X[:, 11] = has(last)
             X[:, 12] = phrase
         X[:, 13:17] = self.chars.features(qi, ii)
-        X[:, 17:] = self.union_features(pairs)
+        qmb, qmc = self.q_max_bm25[qi], self.q_max_cos[qi]
+        X[:, 17] = qmb
+        X[:, 18] = np.where(qmb > 0, bm25 / np.maximum(qmb, 1e-6), 0.0)
+        X[:, 19] = qmc
+        X[:, 20] = cos - qmc
+        X[:, 21:] = self.union_features(pairs)
         return X
 
     def texts(self, pairs: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -1,23 +1,27 @@
 """Teachers: models that map (query, item) pairs to a distribution over grades 0..3.
 
-Interface (:class:`Teacher`): ``logits(pairs, ctx)`` returns raw (n, 4) scores;
-``predict_proba`` applies the teacher's temperature (fitted on dev,
-:mod:`relgrade.grading.calibration`). ``ctx`` is the fitted
-:class:`~relgrade.grading.features.PairFeaturizer` (features and texts of the pairs).
-Every teacher has a ``version`` string (kind + digest of its settings and training
-data) and is saved under ``<data_root>/models/teachers/stage<k>/<version>/``.
+Interface (:class:`Teacher`): ``logits(pairs, ctx)`` returns the raw outputs ``(n, d)``;
+``calibrate`` fits the map from them to calibrated probabilities on dev
+(:mod:`relgrade.grading.calibration`), and ``proba_from_logits`` applies it. ``ctx`` is
+the fitted :class:`~relgrade.grading.features.PairFeaturizer` (features and texts of
+the pairs). Every teacher has a ``version`` string (kind + digest of its settings and
+training data) and is saved under ``<data_root>/models/teachers/<name>/<version>/``.
 
-Stages shipped here:
+The teachers shipped here, cheapest first (one per entry of ``grading.stages``):
 
-1. :class:`GBMTeacher` - histogram gradient boosting on the cheap pair features;
-2. :class:`CrossEncoderTeacher` - the base MiniLM fine-tuned as a mean-pooled 4-way
-   cross-encoder on (query, item title) for a bounded number of steps, against soft
-   targets from the numeric label where the source has one;
-3. :class:`EnsembleTeacher` - mean of the calibrated log-probabilities of stage 1,
-   stage 2 and a second cross-encoder trained longer on longer inputs.
-
-:class:`LLMJudgeTeacher` is the pluggable final stage: an OpenAI-compatible chat
-endpoint asked for a 0..3 grade (configured, not required).
+* :class:`GBMTeacher` - histogram gradient boosting on the cheap pair features; four
+  classes, soft targets, per-pair weights (the negatives weigh less than the judgments);
+  calibrated by a temperature.
+* :class:`CrossEncoderTeacher` - a sentence-transformers ``CrossEncoder`` on (query,
+  item text): the base MiniLM fine-tuned as a mean-pooled 4-way cross-encoder for a
+  bounded number of steps on the same weighted soft targets, calibrated by a
+  temperature; or (``pretrained``) a team's own CrossEncoder folder used as is, whose
+  outputs (a single relevance score, or several logits) are mapped to the four grades by
+  a multinomial logistic regression fitted on dev.
+* :class:`StackedTeacher` - stage k of the cascade: a multinomial logistic regression
+  over the calibrated log-probabilities of stages 1..k, fitted on dev. It learns how far
+  to trust each member, and since it sees stage 1 too, escalating a pair never throws
+  away what stage 1 knew.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relgrade.grading.calibration import N_GRADES, softmax
+from relgrade.grading.calibration import N_GRADES, expand_soft, fit_temperature, softmax
+from relgrade.util import Progress
 
 log = logging.getLogger("relgrade.grading")
 
@@ -49,38 +54,32 @@ def digest(*parts: object) -> str:
     return h.hexdigest()[:12]
 
 
-def _log_progress(what: str, done: int, total: int, t0: float, state: dict, every_s: float) -> None:
-    now = time.perf_counter()
-    if now - state.get("last", -1e9) >= every_s or done >= total:
-        state["last"] = now
-        rate = done / max(now - t0, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        log.info("%s: %d/%d (%.1f/s, ETA %.0fs)", what, done, total, rate, eta)
-
-
 class Teacher(ABC):
     """One stage of the cascade."""
 
     kind: str = "teacher"
 
-    def __init__(self, stage: int, version: str):
-        self.stage, self.version = stage, version
+    def __init__(self, name: str, version: str):
+        self.name, self.version = name, version
         self.temperature = 1.0
         self.train_s: float | None = None
 
     @abstractmethod
     def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
-        """Raw (n, 4) scores for ``pairs`` (query_id, item_id [, union columns])."""
+        """Raw ``(n, d)`` outputs for ``pairs`` (query_id, item_id)."""
+
+    def calibrate(self, z: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Fit the temperature on dev outputs ``z`` against ``targets`` (grades or soft)."""
+        self.temperature = fit_temperature(z, targets, weights)
+
+    def calibration_state(self) -> dict:
+        return {"temperature": self.temperature}
 
     def proba_from_logits(self, z: np.ndarray) -> np.ndarray:
         return softmax(z / self.temperature)
 
-    def predict_proba(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
-        return self.proba_from_logits(self.logits(pairs, ctx))
-
-    # persistence -----------------------------------------------------------
     def meta(self) -> dict:
-        return {"kind": self.kind, "stage": self.stage, "version": self.version, "train_s": self.train_s}
+        return {"kind": self.kind, "name": self.name, "version": self.version, "train_s": self.train_s}
 
 
 def save_dir_atomic(final: Path, write) -> Path:
@@ -99,36 +98,79 @@ def save_dir_atomic(final: Path, write) -> Path:
     return final
 
 
+# --------------------------------------------------------------------------- targets
+def soft_grade_targets(grade: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
+    """(n, 4) training targets. Where the source has a numeric label (Home Depot: the
+    mean of about three ratings) the target spreads over the two grades around the
+    label's position, found by interpolating between the mean raw score of each grade on
+    the same training pairs: a 2.33 sits between grade 2 and 3 and says so, which the
+    hard grade (2) hides. Rows without a numeric label get the one-hot grade."""
+    grade = np.asarray(grade, dtype=np.int64)
+    out = np.zeros((len(grade), N_GRADES), dtype=np.float32)
+    out[np.arange(len(grade)), grade] = 1.0
+    if raw is None:
+        return out
+    raw = np.asarray(raw, dtype=float)
+    ok = ~np.isnan(raw)
+    centers = np.array([np.nanmean(raw[ok & (grade == g)]) if (ok & (grade == g)).any() else np.nan
+                        for g in range(N_GRADES)])
+    if np.isnan(centers).any() or not np.all(np.diff(centers) > 0):
+        return out  # numeric labels not monotone in the grade: keep hard targets
+    pos = np.interp(raw[ok], centers, np.arange(N_GRADES, dtype=float))
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, N_GRADES - 1)
+    w = (pos - lo).astype(np.float32)
+    soft = np.zeros((int(ok.sum()), N_GRADES), dtype=np.float32)
+    r = np.arange(len(lo))
+    soft[r, lo] += 1.0 - w
+    soft[r, hi] += w
+    out[ok] = soft
+    return out
+
+
+def pair_targets(pairs: pd.DataFrame) -> np.ndarray:
+    """(n, 4) targets of teacher pairs (:func:`relgrade.grading.negatives.with_negatives`):
+    soft targets from the human label on judged rows, the negatives' own ``t_0..t_3``."""
+    raw = pairs["raw_score"].to_numpy(dtype=float) if "raw_score" in pairs else None
+    judged = (pairs["origin"] == "judged").to_numpy() if "origin" in pairs else np.ones(len(pairs), dtype=bool)
+    S = np.zeros((len(pairs), N_GRADES), dtype=np.float32)
+    if judged.any():
+        S[judged] = soft_grade_targets(pairs["grade"].to_numpy(dtype=np.int64)[judged],
+                                       None if raw is None else raw[judged])
+    if (~judged).any():
+        S[~judged] = pairs.loc[~judged, [f"t_{g}" for g in range(N_GRADES)]].to_numpy(dtype=np.float32)
+    return S
+
+
 # --------------------------------------------------------------------------- stage 1
 class GBMTeacher(Teacher):
     kind = "gbm"
 
-    def __init__(self, version: str, stage: int = 1, model=None, threads: int = 1):
-        super().__init__(stage, version)
+    def __init__(self, name: str, version: str, model=None, threads: int = 1):
+        super().__init__(name, version)
         self.model, self.threads = model, threads
 
     @classmethod
-    def train(cls, X: np.ndarray, y: np.ndarray, version: str, max_iter: int, learning_rate: float,
-              max_leaf_nodes: int, l2: float, seed: int, stage: int = 1, threads: int = 1,
-              raw: np.ndarray | None = None) -> "GBMTeacher":
-        """Multinomial gradient boosting. With ``raw`` (the source's numeric label) it
-        learns the same soft targets as the cross-encoders (:func:`soft_grade_targets`):
-        each pair enters once per grade its target touches, weighted by that share."""
+    def train(cls, X: np.ndarray, targets: np.ndarray, weights: np.ndarray, settings, version: str, seed: int,
+              threads: int = 1) -> "GBMTeacher":
+        """Multinomial gradient boosting on soft targets: each pair enters once per grade
+        its target touches, weighted by that share times the pair's weight.
+        ``settings`` is a :class:`relgrade.config.GBMStageConfig`."""
         from sklearn.ensemble import HistGradientBoostingClassifier
         from threadpoolctl import threadpool_limits
 
         t0 = time.perf_counter()
-        S = soft_grade_targets(y, raw)
-        rows, grades = np.nonzero(S > 0)  # row-major: each pair's grades in order
-        m = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes,
-                                           l2_regularization=l2, random_state=seed, early_stopping=False)
+        rows, grades, w = expand_soft(targets, weights)
+        m = HistGradientBoostingClassifier(max_iter=settings.max_iter, learning_rate=settings.learning_rate,
+                                           max_leaf_nodes=settings.max_leaf_nodes, l2_regularization=settings.l2,
+                                           random_state=seed, early_stopping=False)
         with threadpool_limits(threads):  # OpenMP spin-waits badly on a shared 2-core box
-            m.fit(X[rows], grades, sample_weight=S[rows, grades])
+            m.fit(X[rows], grades, sample_weight=w)
         if list(m.classes_) != list(range(N_GRADES)):
             raise ValueError(f"stage-1 training labels must cover grades 0..3; got {list(m.classes_)}")
-        t = cls(version, stage, m, threads)
+        t = cls(settings.name, version, m, threads)
         t.train_s = time.perf_counter() - t0
-        log.info("stage %d GBM trained on %d pairs in %.1fs", stage, len(y), t.train_s)
+        log.info("%s: GBM trained on %d pairs in %.1fs", settings.name, len(X), t.train_s)
         return t
 
     def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
@@ -137,6 +179,8 @@ class GBMTeacher(Teacher):
     def logits_from_features(self, X: np.ndarray) -> np.ndarray:
         from threadpoolctl import threadpool_limits
 
+        if len(X) == 0:
+            return np.zeros((0, N_GRADES))
         with threadpool_limits(self.threads):
             return np.log(np.clip(self.model.predict_proba(X), 1e-9, 1.0))
 
@@ -149,12 +193,12 @@ class GBMTeacher(Teacher):
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> "GBMTeacher":
         meta = json.loads((Path(path) / "meta.json").read_text())
-        t = cls(meta["version"], meta["stage"], pickle.loads((Path(path) / "model.pkl").read_bytes()), threads)
+        t = cls(meta["name"], meta["version"], pickle.loads((Path(path) / "model.pkl").read_bytes()), threads)
         t.train_s = meta.get("train_s")
         return t
 
 
-# --------------------------------------------------------------------------- stage 2/3
+# --------------------------------------------------------------------------- cross-encoders
 def _set_threads(threads: int | None) -> None:
     import torch
 
@@ -190,48 +234,41 @@ def build_cross_encoder(base_model: str, max_seq_length: int, layers: int | None
     return CrossEncoder(modules=[tr, Pooling(dim, "mean"), head], device="cpu")
 
 
-def soft_grade_targets(grade: np.ndarray, raw: np.ndarray | None) -> np.ndarray:
-    """(n, 4) training targets. Where the source has a numeric label (Home Depot: the
-    mean of about three ratings) the target spreads over the two grades around the
-    label's position, found by interpolating between the mean raw score of each grade on
-    the same training pairs: a 2.33 sits between grade 2 and 3 and says so, which the
-    hard grade (2) hides. Rows without a numeric label get the one-hot grade."""
-    grade = np.asarray(grade, dtype=np.int64)
-    out = np.zeros((len(grade), N_GRADES), dtype=np.float32)
-    out[np.arange(len(grade)), grade] = 1.0
-    if raw is None:
-        return out
-    raw = np.asarray(raw, dtype=float)
-    ok = ~np.isnan(raw)
-    centers = np.array([np.nanmean(raw[ok & (grade == g)]) if (ok & (grade == g)).any() else np.nan
-                        for g in range(N_GRADES)])
-    if np.isnan(centers).any() or not np.all(np.diff(centers) > 0):
-        return out  # numeric labels not monotone in the grade: keep hard targets
-    pos = np.interp(raw[ok], centers, np.arange(N_GRADES, dtype=float))
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, N_GRADES - 1)
-    w = (pos - lo).astype(np.float32)
-    soft = np.zeros((int(ok.sum()), N_GRADES), dtype=np.float32)
-    r = np.arange(len(lo))
-    soft[r, lo] += 1.0 - w
-    soft[r, hi] += w
-    out[ok] = soft
-    return out
+def weighted_batches(weights: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """``steps`` batches of row indices drawn without replacement within an epoch, each
+    row appearing in proportion to its weight (systematic sampling of a seeded shuffle:
+    a row of weight 2 appears twice as often as a row of weight 1)."""
+    rng = np.random.default_rng(seed)
+    w = np.asarray(weights, dtype=float)
+    if len(w) == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("teacher training needs non-negative, finite weights with a positive sum")
+    need = steps * batch_size
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < need:
+        order = rng.permutation(len(w))
+        c = np.cumsum(w[order]) / w.sum() * len(w)  # the epoch: len(w) draws in all
+        ticks = np.arange(len(w)) + rng.random()
+        idx = order[np.searchsorted(c, ticks, side="right").clip(0, len(w) - 1)]
+        out = np.concatenate([out, idx[rng.permutation(len(idx))]])
+    out = out[:need]
+    return [out[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
 class CrossEncoderTeacher(Teacher):
-    """A sentence-transformers CrossEncoder (:func:`build_cross_encoder`) with a 4-way
-    head on (query, item text)."""
+    """A sentence-transformers CrossEncoder on (query, item text)."""
 
     kind = "cross_encoder"
 
-    def __init__(self, version: str, stage: int, model, max_seq_length: int, batch_size: int = 128, threads: int = 2,
-                 int8: bool = False):
-        super().__init__(stage, version)
+    def __init__(self, name: str, version: str, model, max_seq_length: int, batch_size: int = 128, threads: int = 2,
+                 int8: bool = False, pretrained: bool = False):
+        super().__init__(name, version)
         self.ce = model  # sentence_transformers.CrossEncoder
         self.max_seq_length, self.batch_size, self.threads = max_seq_length, batch_size, threads
         self.int8 = int8  # inference through an int8 dynamic-quantized copy of the Linear layers
+        self.pretrained = pretrained  # outputs mapped to grades by a logistic regression on dev
+        self.calibrator = None
         self._qmodel = None
+        self.final_loss: float | None = None
 
     @property
     def layers(self) -> int:
@@ -252,69 +289,110 @@ class CrossEncoderTeacher(Teacher):
                 self._qmodel = torch.ao.quantization.quantize_dynamic(self.ce, {torch.nn.Linear}, dtype=torch.qint8)
         return self._qmodel
 
+    # ------------------------------------------------------------------ training
     @classmethod
-    def train(cls, queries: list[str], items: list[str], y: np.ndarray, version: str, base_model: str, stage: int,
-              steps: int, batch_size: int, lr: float, warmup_share: float, max_seq_length: int, seed: int,
-              threads: int = 2, progress_every_s: float = 10.0, infer_batch_size: int = 128,
-              layers: int | None = None, raw: np.ndarray | None = None) -> "CrossEncoderTeacher":
-        """Fine-tune ``base_model`` for exactly ``steps`` AdamW steps (linear warm-up
-        and decay, cross-entropy against :func:`soft_grade_targets`), batches drawn
-        from seeded epochs. ``layers`` keeps only the first N transformer layers (a
-        cheaper student of the same base model; None keeps all)."""
+    def train(cls, queries: list[str], items: list[str], targets: np.ndarray, weights: np.ndarray, settings,
+              version: str, base_model: str, seed: int, threads: int = 2, progress_every_s: float = 10.0,
+              infer_batch_size: int = 128) -> "CrossEncoderTeacher":
+        """Fine-tune ``base_model`` for exactly ``settings.steps`` AdamW steps (linear
+        warm-up and decay, cross-entropy against the soft ``targets``), batches drawn in
+        proportion to ``weights`` (:func:`weighted_batches`). ``settings`` is a
+        :class:`relgrade.config.CrossEncoderStageConfig`."""
         import torch
         import torch.nn.functional as F
 
+        s = settings
         _set_threads(threads)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        ce = build_cross_encoder(base_model, max_seq_length, layers)
+        ce = build_cross_encoder(base_model, s.max_seq_length, s.layers)
         tok = ce.tokenizer
         ce.train()
-        opt = torch.optim.AdamW(ce.parameters(), lr=lr, weight_decay=0.01)
-        warm = max(1, int(steps * warmup_share))
+        opt = torch.optim.AdamW(ce.parameters(), lr=s.learning_rate, weight_decay=0.01)
+        warm = max(1, int(s.steps * s.warmup_share))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-        rng = np.random.default_rng(seed)
-        n = len(y)
-        targets = torch.as_tensor(soft_grade_targets(y, raw))
-        order, pos = rng.permutation(n), 0
-        state: dict = {}
+            opt, lambda k: min((k + 1) / warm, max(0.0, (s.steps - k) / max(1, s.steps - warm))))
+        T = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        progress = Progress(f"{s.name} cross-encoder training steps", s.steps, progress_every_s, log)
         losses = []
-        for step in range(steps):
-            if pos + batch_size > n:
-                order, pos = rng.permutation(n), 0
-            idx = order[pos:pos + batch_size]
-            pos += batch_size
+        for step, idx in enumerate(weighted_batches(weights, s.batch_size, s.steps, seed)):
             enc = tok([queries[i] for i in idx], [items[i] for i in idx], padding=True, truncation=True,
-                      max_length=max_seq_length, return_tensors="pt")
+                      max_length=s.max_seq_length, return_tensors="pt")
             z = ce(dict(enc))["scores"]
-            loss = -(targets[idx] * F.log_softmax(z, dim=-1)).sum(-1).mean()
+            loss = -(T[idx] * F.log_softmax(z, dim=-1)).sum(-1).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(ce.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            _log_progress(f"stage {stage} cross-encoder training steps (loss {np.mean(losses[-50:]):.3f})",
-                          step + 1, steps, t0, state, progress_every_s)
+            progress.update(step + 1, extra=f"loss {np.mean(losses[-50:]):.3f}")
         ce.eval()
-        t = cls(version, stage, ce, max_seq_length, infer_batch_size, threads)
+        t = cls(s.name, version, ce, s.max_seq_length, infer_batch_size, threads, s.int8)
         t.train_s = time.perf_counter() - t0
         t.final_loss = float(np.mean(losses[-50:])) if losses else None
         return t
 
+    @classmethod
+    def from_pretrained(cls, path: str, settings, batch_size: int = 128, threads: int = 2) -> "CrossEncoderTeacher":
+        """A team's own CrossEncoder folder (any number of output logits) as a stage."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        if not Path(path, "config.json").exists() and not Path(path, "modules.json").exists():
+            raise FileNotFoundError(f"grading stage {settings.name!r}: {path} is not a sentence-transformers "
+                                    "CrossEncoder folder (no config.json or modules.json)")
+        ce = CrossEncoder(str(path), device="cpu", max_length=settings.max_seq_length)
+        ce.eval()
+        from relgrade.io import folder_digest
+
+        version = f"{settings.name}-pretrained-" + digest(folder_digest(Path(path)), settings.max_seq_length)
+        return cls(settings.name, version, ce, settings.max_seq_length, batch_size, threads, settings.int8,
+                   pretrained=True)
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, z: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> None:
+        if not self.pretrained:
+            return super().calibrate(z, targets, weights)
+        from sklearn.linear_model import LogisticRegression
+
+        rows, grades, w = expand_soft(targets, weights)
+        self.calibrator = LogisticRegression(C=1.0, max_iter=2000).fit(np.asarray(z)[rows], grades, sample_weight=w)
+        if list(self.calibrator.classes_) != list(range(N_GRADES)):
+            raise ValueError(f"stage {self.name}: dev targets must cover grades 0..3 to calibrate a pretrained "
+                             f"cross-encoder; got {list(self.calibrator.classes_)}")
+
+    def calibration_state(self) -> dict:
+        if not self.pretrained:
+            return super().calibration_state()
+        c = self.calibrator
+        return {"coef": c.coef_.tolist(), "intercept": c.intercept_.tolist()} if c is not None else {}
+
+    def proba_from_logits(self, z: np.ndarray) -> np.ndarray:
+        if not self.pretrained:
+            return super().proba_from_logits(z)
+        if self.calibrator is None:
+            raise RuntimeError(f"stage {self.name}: calibrate() on dev before use")
+        return self.calibrator.predict_proba(np.asarray(z)) if len(z) else np.zeros((0, N_GRADES))
+
+    # ------------------------------------------------------------------ inference
     def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
         q, it = ctx.texts(pairs)
         return self.logits_texts(q, it)
 
-    def logits_texts(self, queries: list[str], items: list[str], progress: bool = False, model=None) -> np.ndarray:
+    def _n_outputs(self) -> int:
+        n = getattr(self.ce, "num_labels", None)
+        return int(n) if n else N_GRADES
+
+    def logits_texts(self, queries: list[str], items: list[str], model=None) -> np.ndarray:
         """Fast path: tokenize once, sort by length, pad per batch, inference mode.
         ``model`` replaces the teacher's network (benchmark: an int8 copy)."""
         import torch
 
         _set_threads(self.threads)
         n = len(queries)
-        out = np.zeros((n, N_GRADES), dtype=np.float32)
+        d = self._n_outputs()
+        out = np.zeros((n, d), dtype=np.float32)
         if n == 0:
             return out
         tok, model = self.ce.tokenizer, model if model is not None else self.inference_model()
@@ -325,7 +403,6 @@ class CrossEncoderTeacher(Teacher):
         lens = np.fromiter((len(a) for a in ids), dtype=np.int64, count=n)
         order = np.argsort(-lens, kind="stable")
         pad = tok.pad_token_id or 0
-        t0, state = time.perf_counter(), {}
         with torch.inference_mode():
             for s in range(0, n, self.batch_size):
                 b = order[s:s + self.batch_size]
@@ -342,9 +419,9 @@ class CrossEncoderTeacher(Teacher):
                 kw = {"input_ids": torch.from_numpy(x), "attention_mask": torch.from_numpy(am)}
                 if tti is not None:
                     kw["token_type_ids"] = torch.from_numpy(tt)
-                out[b] = model(kw)["scores"].float().numpy()
-                if progress:
-                    _log_progress(f"stage {self.stage} cross-encoder", min(s + self.batch_size, n), n, t0, state, 10.0)
+                res = model(kw)
+                scores = res["scores"] if isinstance(res, dict) and "scores" in res else getattr(res, "logits", res)
+                out[b] = scores.float().reshape(len(b), d).numpy()
         return out
 
     def logits_plain(self, queries: list[str], items: list[str]) -> np.ndarray:
@@ -352,11 +429,12 @@ class CrossEncoderTeacher(Teacher):
         _set_threads(self.threads)
         return np.asarray(self.ce.predict(list(zip(queries, items)), batch_size=32, show_progress_bar=False))
 
+    # ------------------------------------------------------------------ persistence
     def save(self, path: Path) -> Path:
         def w(d: Path):
             self.ce.save(str(d / "model"))
             (d / "meta.json").write_text(json.dumps({**self.meta(), "max_seq_length": self.max_seq_length,
-                                                      "final_loss": getattr(self, "final_loss", None)}, indent=1))
+                                                      "final_loss": self.final_loss}, indent=1))
         return save_dir_atomic(path, w)
 
     @classmethod
@@ -367,125 +445,59 @@ class CrossEncoderTeacher(Teacher):
         meta = json.loads((Path(path) / "meta.json").read_text())
         ce = CrossEncoder(str(Path(path) / "model"), device="cpu")
         ce.eval()
-        t = cls(meta["version"], meta["stage"], ce, meta["max_seq_length"], batch_size, threads, int8)
+        t = cls(meta["name"], meta["version"], ce, meta["max_seq_length"], batch_size, threads, int8)
         t.train_s = meta.get("train_s")
         t.final_loss = meta.get("final_loss")
         return t
 
 
-class EnsembleTeacher(Teacher):
-    """Combination of the members' calibrated log-probabilities: their mean, or (after
-    :meth:`fit_stacker`, on dev) a multinomial logistic regression over them, which
-    learns how much to trust each member (members keep their own temperatures; the
-    ensemble gets one more, fitted on dev)."""
+# --------------------------------------------------------------------------- stacking
+class StackedTeacher(Teacher):
+    """Stage k: a multinomial logistic regression over the calibrated log-probabilities
+    of its members (stages 1..k), fitted on dev; a temperature on top. With a single
+    member it is that member, calibrated."""
 
-    kind = "ensemble"
+    kind = "stack"
 
-    def __init__(self, stage: int, members: list[Teacher]):
-        super().__init__(stage, "ens[" + ",".join(m.version for m in members) + "]")
-        self.members = members
+    def __init__(self, members: list[Teacher], c: float = 1.0, seed: int = 0):
+        super().__init__("+".join(m.name for m in members), "stack[" + ",".join(m.version for m in members) + "]")
+        self.members, self.c, self.seed = members, c, seed
         self.stacker = None
 
-    def _logp(self, member_logits: list[np.ndarray]) -> list[np.ndarray]:
-        return [np.log(np.clip(m.proba_from_logits(z), 1e-12, 1.0)) for m, z in zip(self.members, member_logits)]
+    def member_features(self, member_logits: list[np.ndarray]) -> np.ndarray:
+        return np.hstack([np.log(np.clip(m.proba_from_logits(z), 1e-12, 1.0))
+                          for m, z in zip(self.members, member_logits)])
 
-    def fit_stacker(self, member_logits: list[np.ndarray], y: np.ndarray, c: float = 1.0, seed: int = 0) -> None:
-        from sklearn.linear_model import LogisticRegression
-
-        if sorted(set(np.asarray(y).tolist())) != list(range(N_GRADES)):
-            log.warning("stage-3 stacking needs dev labels covering grades 0..3 (got %s): using the mean",
-                        sorted(set(np.asarray(y).tolist())))
-            self.stacker = None
+    def fit(self, member_logits: list[np.ndarray], targets: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Stacker and its temperature on dev (the members are calibrated already); a
+        single member is used as calibrated."""
+        if len(self.members) == 1:
+            self.temperature = 1.0
             return
-        X = np.hstack(self._logp(member_logits))
-        self.stacker = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(X, y)
+        if len(self.members) > 1:
+            from sklearn.linear_model import LogisticRegression
 
-    def stacker_digest(self) -> str:
-        if self.stacker is None:
-            return "mean"
-        return digest(self.stacker.coef_.round(10).tobytes(), self.stacker.intercept_.round(10).tobytes())
+            rows, grades, w = expand_soft(targets, weights)
+            X = self.member_features(member_logits)
+            self.stacker = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed).fit(
+                X[rows], grades, sample_weight=w)
+            if list(self.stacker.classes_) != list(range(N_GRADES)):
+                raise ValueError(f"stacking needs dev targets covering grades 0..3; got {list(self.stacker.classes_)}")
+        self.calibrate(self.combine(member_logits), targets, weights)
 
     def combine(self, member_logits: list[np.ndarray]) -> np.ndarray:
-        logp = self._logp(member_logits)
+        if len(member_logits[0]) == 0:
+            return np.zeros((0, N_GRADES))
+        X = self.member_features(member_logits)
+        if self.stacker is None:
+            return X  # one member: its calibrated log-probabilities
+        return self.stacker.decision_function(X)
+
+    def calibration_state(self) -> dict:
+        out = {"temperature": self.temperature}
         if self.stacker is not None:
-            X = np.hstack(logp)
-            return self.stacker.decision_function(X) if len(X) else np.zeros((0, N_GRADES))
-        return np.mean(logp, axis=0)
+            out.update(coef=self.stacker.coef_.round(10).tolist(), intercept=self.stacker.intercept_.round(10).tolist())
+        return out
 
     def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
         return self.combine([m.logits(pairs, ctx) for m in self.members])
-
-
-# --------------------------------------------------------------------------- LLM judge
-class LLMJudgeUnavailable(RuntimeError):
-    """The configured LLM endpoint could not be reached or answered nonsense."""
-
-
-class LLMJudgeTeacher(Teacher):
-    """A final stage served by an OpenAI-compatible chat endpoint (``POST
-    {base_url}/chat/completions``). The judge answers one digit 0..3; its distribution is
-    ``judge_confidence`` on that grade and the rest spread evenly. Pairs it cannot grade
-    come back as NaN rows: the cascade keeps the previous stage's grade for them."""
-
-    kind = "llm_judge"
-    PROMPT = ("You grade product-search relevance. Query: {query}\nProduct: {item}\n"
-              "Answer with one digit: 0 irrelevant, 1 partially relevant, 2 relevant, 3 exact match.")
-
-    def __init__(self, base_url: str, model: str, api_key_env: str = "RELGRADE_LLM_API_KEY", timeout_s: float = 20.0,
-                 judge_confidence: float = 0.85, stage: int = 4):
-        super().__init__(stage, f"llm-{model}@{base_url}")
-        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
-        self.timeout_s, self.judge_confidence = timeout_s, judge_confidence
-
-    def check(self) -> None:
-        """Raise :class:`LLMJudgeUnavailable` with the reason when the endpoint is down."""
-        import httpx
-
-        try:
-            r = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            raise LLMJudgeUnavailable(f"LLM judge at {self.base_url} is unreachable ({type(exc).__name__}: {exc}); "
-                                      "disable grading.llm_judge or start the endpoint") from exc
-        if r.status_code >= 400:
-            raise LLMJudgeUnavailable(f"LLM judge at {self.base_url}/models answered HTTP {r.status_code}")
-
-    def _headers(self) -> dict:
-        key = os.environ.get(self.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def grade_one(self, client, query: str, item: str) -> int:
-        body = {"model": self.model, "temperature": 0, "max_tokens": 2,
-                "messages": [{"role": "user", "content": self.PROMPT.format(query=query, item=item)}]}
-        r = client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers(), timeout=self.timeout_s)
-        r.raise_for_status()
-        text = r.json()["choices"][0]["message"]["content"].strip()
-        digit = next((c for c in text if c in "0123"), None)
-        if digit is None:
-            raise LLMJudgeUnavailable(f"LLM judge answered {text[:40]!r}, not a grade 0..3")
-        return int(digit)
-
-    def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
-        q, it = ctx.texts(pairs)
-        return self.logits_texts(q, it)
-
-    def logits_texts(self, queries: list[str], items: list[str]) -> np.ndarray:
-        """log-probabilities; NaN rows for pairs the judge could not grade."""
-        import httpx
-
-        out = np.full((len(queries), N_GRADES), np.nan)
-        rest = (1.0 - self.judge_confidence) / (N_GRADES - 1)
-        errors = 0
-        with httpx.Client() as client:
-            for i, (a, b) in enumerate(zip(queries, items)):
-                try:
-                    g = self.grade_one(client, a, b)
-                except (httpx.HTTPError, LLMJudgeUnavailable, KeyError, ValueError) as exc:
-                    errors += 1
-                    if errors == 1:
-                        log.error("LLM judge failed on a pair (%s); such pairs keep the previous stage's grade", exc)
-                    continue
-                p = np.full(N_GRADES, rest)
-                p[g] = self.judge_confidence
-                out[i] = np.log(p)
-        self.last_errors = errors
-        return out

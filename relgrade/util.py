@@ -1,0 +1,91 @@
+"""Small helpers every stage shares: progress lines with rate and ETA, UTC time, atomic
+JSON writes, peak memory."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+
+class Progress:
+    """Logs ``what: done/total unit (pct), rate unit/s, elapsed, ETA`` at most every
+    ``every_s`` seconds and always at the end. Thread-safe; ``callback(done, total,
+    rate, eta)`` (optional) sees every update."""
+
+    def __init__(self, what: str, total: int, every_s: float = 10.0, logger: logging.Logger | None = None,
+                 unit: str = "", callback: Callable[[int, int, float, float], None] | None = None):
+        self.what, self.total, self.every_s, self.unit = what, int(total), every_s, unit
+        self.log = logger or logging.getLogger("relgrade")
+        self.callback = callback
+        self.t0 = time.perf_counter()
+        self.last = -1e18
+        self._lock = threading.Lock()
+
+    def update(self, done: int, total: int | None = None, extra: str = "", force: bool = False) -> None:
+        with self._lock:
+            if total is not None:
+                self.total = int(total)
+            now = time.perf_counter()
+            el = max(now - self.t0, 1e-9)
+            rate = done / el
+            eta = (self.total - done) / rate if rate > 0 else float("inf")
+            if force or now - self.last >= self.every_s or done >= self.total:
+                self.last = now
+                unit = f" {self.unit}" if self.unit else ""
+                self.log.info("%s: %d/%d%s (%.0f%%), %.1f%s/s, elapsed %.0fs, ETA %.0fs%s", self.what, done, self.total,
+                              unit, 100.0 * done / max(self.total, 1), rate, unit, el, eta,
+                              f" ({extra})" if extra else "")
+            if self.callback is not None:
+                self.callback(done, self.total, rate, eta)
+
+    __call__ = update
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def utc_timestamp(ts) -> pd.Timestamp:
+    """UTC, microsecond precision (the contract's timestamp convention)."""
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.floor("us")
+
+
+def write_json_atomic(path: Path, doc, indent: int = 2, sort_keys: bool = True) -> Path:
+    """JSON to a temp file beside ``path``, then renamed: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=indent, sort_keys=sort_keys, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
