@@ -1,29 +1,30 @@
-"""Feast definitions for relgrade: two entities, three (query, item) feature views, one
-training feature service.
+"""relgrade's Feast repository: two entities, three (query, item) feature views and two
+versioned feature services, each a top-level object (the layout of Feast's own template).
 
-Declarative like Feast's template. ``build(paths)`` returns the objects for any data
-root (relgrade applies them programmatically per profile); the module-level names are
-the same objects for the root selected by $RELGRADE_PROFILE / $RELGRADE_DATA_ROOT
-(default profile), so ``feast -c feature_repo apply`` and ``feature-views list`` work.
+These objects describe the ``default`` profile's store, whose data root is ``var/default``
+beside this folder: ``feast -c feature_repo apply`` (``plan``, ``serve``,
+``materialize-incremental``) works on them from the repository root, before or after a
+run. relgrade applies the same definitions to every other data root with that root's
+paths, online flags and TTLs (``relgrade.featurestore.objects_for``).
 
 Each view's offline source is one Parquet file under ``<data_root>/features/`` with an
-``event_timestamp`` column (UTC microseconds): the instant the row's values became
-known. Point-in-time joins use it: a row is joined to an entity row only when its
-event_timestamp <= the entity row's event_timestamp (and within the TTL).
+``event_timestamp`` (UTC microseconds): the instant the row's values became known. A
+point-in-time join uses a row only when its event_timestamp <= the entity row's and the
+row is within the view's TTL.
 """
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from relgrade.config import Paths, load_config  # noqa: E402
+DATA_ROOT = Path(__file__).resolve().parent.parent / "var" / "default"  # the default profile's data root
+JOIN_KEYS = ("query_id", "item_id")
+TIMESTAMP_FIELD = "event_timestamp"
 
-# Settled schemas: (name, feast type). Later stages fill them; nullable where noted.
+# ---------------------------------------------------------------------- schemas: (name, Feast type)
 RETRIEVAL_PRIOR_SCHEMA = [
     ("retrieval_prior", Float64),  # [0, 1], rank + agreement based
     ("rank_lexical", Int64),  # 1-based rank, null when the channel missed the item
@@ -31,7 +32,7 @@ RETRIEVAL_PRIOR_SCHEMA = [
     ("rank_behavioral", Int64),
     ("rank_external", Int64),
     ("agreement", Int64),  # number of channels that returned the item
-    ("channel_pattern", String),  # e.g. "L-D-" (lexical, dense present)
+    ("channel_pattern", String),  # e.g. "LD--" (lexical, dense present)
     ("category", String),  # easy_positive | hard_positive | hard_negative | other
     ("difficulty_level", Int64),  # 1 (easiest) .. 5 (hardest)
 ]
@@ -61,74 +62,62 @@ GATED_ENGAGEMENT_SCHEMA = [
     ("engagement_confidence", Float64),  # [0, 1], grows with debiased exposure
     ("gated_preference", Float64),  # null unless the pair is graded relevant
 ]
-
 VIEW_SCHEMAS = {
     "retrieval_prior_fv": RETRIEVAL_PRIOR_SCHEMA,
     "relevance_grade_fv": RELEVANCE_GRADE_SCHEMA,
     "gated_engagement_fv": GATED_ENGAGEMENT_SCHEMA,
 }
-VIEW_DESCRIPTIONS = {
-    "retrieval_prior_fv": "Multi-channel retrieval mining: per-channel ranks, agreement, prior, difficulty.",
-    "relevance_grade_fv": "Calibrated teacher-cascade relevance grades with provenance.",
-    "gated_engagement_fv": "Windowed engagement aggregates, debiased CTR, relevance-gated preference.",
-}
-JOIN_KEYS = ("query_id", "item_id")
-TIMESTAMP_FIELD = "event_timestamp"
-TRAINING_SERVICE = "training_fs"
+TRAINING_SERVICE = "training_v1"
+SERVING_SERVICE = "serving_v1"
 
 
-def build(paths: Paths, ttl_days: int = 365) -> dict[str, object]:
-    """All Feast objects for one data root, by name."""
-    query = Entity(
-        name="query",
-        join_keys=["query_id"],
-        value_type=ValueType.STRING,
-        description="A search query (relgrade contract: queries.query_id).",
-    )
-    item = Entity(
-        name="item",
-        join_keys=["item_id"],
-        value_type=ValueType.STRING,
-        description="A catalog item (relgrade contract: catalog.item_id).",
-    )
-    objs: dict[str, object] = {"query": query, "item": item}
-    views = []
-    for view, schema in VIEW_SCHEMAS.items():
-        source = FileSource(
-            name=f"{view.removesuffix('_fv')}_source",
-            path=str(paths.feature_source(view)),
-            timestamp_field=TIMESTAMP_FIELD,
-        )
-        fv = FeatureView(
-            name=view,
-            entities=[query, item],
-            ttl=timedelta(days=ttl_days),
-            schema=[Field(name="query_id", dtype=String), Field(name="item_id", dtype=String)]
-            + [Field(name=n, dtype=t) for n, t in schema],
-            source=source,
-            online=True,
-            description=VIEW_DESCRIPTIONS[view],
-            tags={"owner": "relgrade"},
-        )
-        objs[source.name] = source
-        objs[view] = fv
-        views.append(fv)
-    objs[TRAINING_SERVICE] = FeatureService(
-        name=TRAINING_SERVICE,
-        features=views,
-        description="Everything a training row needs: prior, grade, gated engagement.",
-    )
-    return objs
+def _fields(schema) -> list[Field]:
+    return [Field(name="query_id", dtype=String), Field(name="item_id", dtype=String)] + \
+        [Field(name=n, dtype=t) for n, t in schema]
 
 
-_cfg = load_config()
-_objs = build(_cfg.paths, _cfg.feast.ttl_days)
-query = _objs["query"]
-item = _objs["item"]
-retrieval_prior_source = _objs["retrieval_prior_source"]
-relevance_grade_source = _objs["relevance_grade_source"]
-gated_engagement_source = _objs["gated_engagement_source"]
-retrieval_prior_fv = _objs["retrieval_prior_fv"]
-relevance_grade_fv = _objs["relevance_grade_fv"]
-gated_engagement_fv = _objs["gated_engagement_fv"]
-training_fs = _objs[TRAINING_SERVICE]
+# ---------------------------------------------------------------------- entities
+query = Entity(name="query", join_keys=["query_id"], value_type=ValueType.STRING,
+               description="A search query (relgrade contract: queries.query_id).")
+item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING,
+              description="A catalog item (relgrade contract: catalog.item_id).")
+
+# ---------------------------------------------------------------------- sources
+retrieval_prior_source = FileSource(name="retrieval_prior_source", timestamp_field=TIMESTAMP_FIELD,
+                                    path=str(DATA_ROOT / "features" / "retrieval_prior_fv.parquet"))
+relevance_grade_source = FileSource(name="relevance_grade_source", timestamp_field=TIMESTAMP_FIELD,
+                                    path=str(DATA_ROOT / "features" / "relevance_grade_fv.parquet"))
+gated_engagement_source = FileSource(name="gated_engagement_source", timestamp_field=TIMESTAMP_FIELD,
+                                     path=str(DATA_ROOT / "features" / "gated_engagement_fv.parquet"))
+
+# ---------------------------------------------------------------------- feature views
+retrieval_prior_fv = FeatureView(
+    name="retrieval_prior_fv", entities=[query, item], ttl=timedelta(days=365),
+    schema=_fields(RETRIEVAL_PRIOR_SCHEMA), source=retrieval_prior_source,
+    online=False,  # ~2M rows a snapshot: training reads the offline store
+    description="Multi-channel retrieval mining: per-channel ranks, agreement, prior, difficulty.",
+    tags={"owner": "relgrade", "stage": "mine"})
+relevance_grade_fv = FeatureView(
+    name="relevance_grade_fv", entities=[query, item], ttl=timedelta(days=365),
+    schema=_fields(RELEVANCE_GRADE_SCHEMA), source=relevance_grade_source,
+    online=False,
+    description="Calibrated teacher-cascade relevance grades with provenance.",
+    tags={"owner": "relgrade", "stage": "grade"})
+gated_engagement_fv = FeatureView(
+    name="gated_engagement_fv", entities=[query, item],
+    # each row is a daily snapshot of trailing windows ("as of" the midnight it is stamped
+    # at); rows exist only for days with impressions, so a row older than a day is stale:
+    # beyond one day a lookup returns nulls (unknown), never last month's 7-day count
+    ttl=timedelta(days=1),
+    schema=_fields(GATED_ENGAGEMENT_SCHEMA), source=gated_engagement_source,
+    online=True,
+    description="Windowed engagement aggregates, debiased CTR, relevance-gated preference (daily snapshots).",
+    tags={"owner": "relgrade", "stage": "simulate, assemble"})
+
+# ---------------------------------------------------------------------- feature services
+training_v1 = FeatureService(
+    name=TRAINING_SERVICE, features=[retrieval_prior_fv, relevance_grade_fv, gated_engagement_fv],
+    description="Everything a training row needs: prior, grade, gated engagement (offline, point in time).")
+serving_v1 = FeatureService(
+    name=SERVING_SERVICE, features=[gated_engagement_fv],
+    description="The views written online (feast serve / get_online_features).")

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, retry_io_only
+from flows.runtime import get_config, retry_io_only, stage_lock
 from relgrade import featurestore as fs
 from relgrade.config import RelgradeConfig
 from relgrade.io import read_parquet
@@ -59,7 +59,8 @@ def materialize_flow(profile: str = "default", overrides: dict | None = None,
     todo = views or [v for v in fs.view_names() if cfg.paths.staging(v).exists()]
     if not todo:
         logger.warning("nothing staged under %s", cfg.paths.features / "staging")
-    out = [publish_task(cfg, v) for v in todo]
+    with stage_lock(cfg, "materialize"):
+        out = [publish_task(cfg, v) for v in todo]
     for r in out:
         logger.info("published %s: %d rows (offline table %d rows)", r["view"], r["rows"], r["offline_rows"])
     return out

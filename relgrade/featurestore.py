@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def definitions() -> ModuleType:
-    """feature_repo/definitions.py, imported by path (the Feast repo is not a package)."""
+    """feature_repo/definitions.py, imported by path (the Feast repo is not a package;
+    it imports only Feast)."""
     path = FEATURE_REPO_DIR / "definitions.py"
     spec = importlib.util.spec_from_file_location("relgrade_feature_repo_definitions", path)
     mod = importlib.util.module_from_spec(spec)
@@ -78,11 +79,40 @@ def get_store(cfg: RelgradeConfig):
     return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=write_store_yaml(cfg))
 
 
+def objects_for(cfg: RelgradeConfig) -> dict[str, object]:
+    """The repository's Feast objects for this data root: every view's source under the
+    root's ``features/``, its ``online`` flag from ``feast.online_views``, its TTL from
+    ``feast.view_ttl_days`` (else ``feast.ttl_days``); the training service over all views,
+    the serving service over the online ones."""
+    from feast import FeatureService, FeatureView, FileSource
+
+    d = definitions()
+    out: dict[str, object] = {"query": d.query, "item": d.item}
+    views = {}
+    for name in d.VIEW_SCHEMAS:
+        fv = getattr(d, name)
+        src = FileSource(name=fv.batch_source.name, timestamp_field=d.TIMESTAMP_FIELD,
+                         path=str(cfg.paths.feature_source(name)))
+        days = cfg.feast.view_ttl_days.get(name, cfg.feast.ttl_days)
+        views[name] = FeatureView(name=name, entities=[d.query, d.item], ttl=timedelta(days=days),
+                                  schema=d._fields(d.VIEW_SCHEMAS[name]),
+                                  source=src, online=name in cfg.feast.online_views, description=fv.description,
+                                  tags=dict(fv.tags))
+        out[src.name] = src
+        out[name] = views[name]
+    out[d.TRAINING_SERVICE] = FeatureService(name=d.TRAINING_SERVICE, features=list(views.values()),
+                                             description=d.training_v1.description)
+    online = [v for n, v in views.items() if n in cfg.feast.online_views]
+    if online:
+        out[d.SERVING_SERVICE] = FeatureService(name=d.SERVING_SERVICE, features=online,
+                                                description=d.serving_v1.description)
+    return out
+
+
 def apply_definitions(cfg: RelgradeConfig):
-    """Register entities, views and the training service for this data root (idempotent)."""
+    """Register entities, views and the services for this data root (idempotent)."""
     store = get_store(cfg)
-    objs = definitions().build(cfg.paths, cfg.feast.ttl_days)
-    store.apply(list(objs.values()))
+    store.apply(list(objects_for(cfg).values()))
     return store
 
 
@@ -161,14 +191,18 @@ def write_online(cfg: RelgradeConfig, view: str, batch: pd.DataFrame, store=None
     latest = (batch.sort_values("event_timestamp", kind="stable")
               .drop_duplicates(["query_id", "item_id"], keep="last").reset_index(drop=True))
     step = cfg.feast.online_write_chunk_rows
-    t0 = time.perf_counter()
+    from relgrade.util import Progress
+
+    progress = Progress(f"online {view}", len(latest), 10.0, log, unit="rows")
     for lo in range(0, len(latest), step):
         chunk = _as_float_for_feast(latest.iloc[lo:lo + step])
         store.write_to_online_store(view, chunk)
-        done = min(lo + step, len(latest))
-        el = time.perf_counter() - t0
-        log.info("online %s: %d/%d rows (%.0f rows/s, ETA %.0fs)", view, done, len(latest), done / el,
-                 (len(latest) - done) / max(done / el, 1e-9))
+        progress.update(min(lo + step, len(latest)))
+    # record the interval as Feast's own materialize does, so that
+    # `feast materialize-incremental` continues from here instead of reloading now - TTL
+    start = batch["event_timestamp"].min().to_pydatetime()
+    end = batch["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)
+    store.registry.apply_materialization(store.get_feature_view(view), store.project, start, end, commit=True)
     return len(latest)
 
 
@@ -279,7 +313,7 @@ def historical_features(
 
 def online_features(cfg: RelgradeConfig, pairs: pd.DataFrame, features: list[str] | str | None = None) -> pd.DataFrame:
     store = get_store(cfg)
-    feats = features or definitions().TRAINING_SERVICE
+    feats = features or definitions().SERVING_SERVICE
     if isinstance(feats, str):
         feats = store.get_feature_service(feats)
     rows = pairs[["query_id", "item_id"]].to_dict("records")

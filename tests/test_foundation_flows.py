@@ -60,6 +60,8 @@ def test_flows_write_contract_and_materialize(store_root):
     published = {r["view"]: r for r in out["materialize"]}
     assert published[VIEW]["rows"] == out["simulate"]["feature_rows"]
     assert (cfg.paths.data_docs / "index.html").exists()
+    pages = (cfg.paths.validation_pages / "index.html").read_text()
+    assert VIEW in pages and "passed" in pages
     assert cfg.paths.feature_source(VIEW).exists()
 
 
@@ -83,7 +85,8 @@ def test_historical_and_online_features(store_root):
 
 def test_point_in_time_never_joins_a_later_row(store_root):
     """A feature row stamped after the entity row's time is not joined; the latest
-    row at or before it is."""
+    row at or before it is, while it is within the view's TTL (one day for the daily
+    engagement snapshots); beyond it the lookup is null."""
     from relgrade import featurestore as fs
     from validation.gate import gate_for
 
@@ -92,19 +95,22 @@ def test_point_in_time_never_joins_a_later_row(store_root):
     feats = pd.read_parquet(cfg.paths.feature_source(VIEW))
     q, i = feats.iloc[0][["query_id", "item_id"]]
     t_early = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    t_late = datetime(2026, 6, 20, tzinfo=timezone.utc)
+    t_late = t_early + timedelta(hours=20)
     batch = feats[(feats.query_id == q) & (feats.item_id == i)].head(1).copy()
     early = batch.assign(event_timestamp=t_early, impressions_28d=111, impressions_7d=1)
     late = batch.assign(event_timestamp=t_late, impressions_28d=999, impressions_7d=1)
     fs.publish(cfg, VIEW, pd.concat([early, late]), gate_for(cfg, VIEW))
     ent = pd.DataFrame({
-        "query_id": [q, q, q, q],
-        "item_id": [i, i, i, i],
-        "event_timestamp": [t_early - timedelta(seconds=1), t_early, t_late - timedelta(microseconds=1), t_late],
+        "query_id": [q] * 5,
+        "item_id": [i] * 5,
+        "event_timestamp": [t_early - timedelta(seconds=1), t_early, t_late - timedelta(microseconds=1), t_late,
+                            t_late + timedelta(days=1, seconds=1)],
     })
+    assert cfg.feast.view_ttl_days[VIEW] == 1
     got = fs.historical_features(cfg, ent, [f"{VIEW}:impressions_28d"])["impressions_28d"].tolist()
     assert pd.isna(got[0])
-    assert got[1:] == [111, 111, 999]
+    assert got[1:4] == [111, 111, 999]
+    assert pd.isna(got[4])  # the 999 row is older than the TTL there
 
 
 # --------------------------------------------------------------------------- bad input
