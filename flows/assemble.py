@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key
+from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key, stage_lock
 from relgrade.config import RelgradeConfig
 
 VIEW = "gated_engagement_fv"
@@ -62,19 +62,16 @@ def assemble_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 
 
 def _artifacts(summary: dict[str, Any]) -> None:
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    from flows.runtime import stage_artifacts
 
-    html_path = summary["paths"]["report_html"]
-    create_link_artifact(key="assemble-report", link=f"file://{html_path}", link_text="training set data-quality report",
-                         description="Data-quality report of the assembled training set (relgrade assemble).")
-    lines = ["| signal | Spearman with human grade |", "|---|---|"]
-    lines += [f"| {k} | {'-' if v is None else f'{v:.3f}'} |" for k, v in summary["spearman_with_human_grade"].items()]
-    create_markdown_artifact(
-        key="assemble-summary",
-        markdown=f"# Training set\n\n{summary['rows']['trainset']} rows, {summary['rows']['queries']} queries, cut "
-                 f"{summary['cut_ts']}, hash `{summary['content_hash'][:16]}`.\n\n" + "\n".join(lines)
-                 + f"\n\nReport: {html_path}",
-        description="relgrade assemble summary")
+    table = [{"metric": "training rows", "value": summary["rows"]["trainset"]},
+             {"metric": "training queries", "value": summary["rows"]["queries"]},
+             {"metric": "rows with a gated preference", "value": summary["rows"].get("with_preference")},
+             {"metric": "share of graded shown pairs passing the gate", "value": summary.get("gate_pass_share")}]
+    table += [{"metric": f"Spearman with the human grade: {k}", "value": v}
+              for k, v in summary["spearman_with_human_grade"].items()]
+    stage_artifacts("assemble", table, {"html": summary["paths"]["report_html"], "json": summary["paths"]["report_json"]},
+                    f"Cut {summary['cut_ts']}, content hash `{summary['content_hash'][:16]}`.")
 
 
 @flow(name="assemble", log_prints=True)
@@ -84,6 +81,7 @@ def assemble_flow(profile: str = "default", overrides: dict | None = None) -> di
     cfg = get_config(profile, overrides)
     from relgrade.assemble.build import output_paths
 
-    summary = cached(assemble_stage, output_paths(cfg).values())(cfg)
+    with stage_lock(cfg, "assemble"):
+        summary = cached(assemble_stage, output_paths(cfg).values())(cfg)
     _artifacts(summary)
     return summary

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, stage_key
+from flows.runtime import cached, get_config, stage_key, stage_lock
 from relgrade.config import RelgradeConfig
 from training.args import evaluation_dir
 from training.evaluate import default_models, evaluate
@@ -41,4 +41,18 @@ def evaluate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 def evaluate_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
     """Evaluate every model on the held-out human grades and write the report."""
     cfg = get_config(profile, overrides)
-    return cached(evaluate_stage, [evaluation_dir(cfg) / "report.json", evaluation_dir(cfg) / "report.html"])(cfg)
+    with stage_lock(cfg, "evaluate"):
+        summary = cached(evaluate_stage, [evaluation_dir(cfg) / "report.json", evaluation_dir(cfg) / "report.html"])(cfg)
+    _artifacts(summary)
+    return summary
+
+
+def _artifacts(summary: dict[str, Any]) -> None:
+    """``evaluate-metrics`` (every model's mean metrics on the held-out queries) and
+    ``evaluate-report`` (the targets, met or missed, and where the report is)."""
+    from flows.runtime import stage_artifacts
+
+    table = [{"model": m, **vals} for m, vals in summary["metrics"].items()]
+    md = "\n".join(f"- {t['target']}: {t['measured']} (goal {t['goal']}): {'met' if t['met'] else 'MISSED'}"
+                   for t in summary["targets"])
+    stage_artifacts("evaluate", table, summary["report"], md)

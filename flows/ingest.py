@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, retry_io_only, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, retry_io_only, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.ingest import CONTRACT_TABLES, build_tables
 from relgrade.io import frame_digest, write_tables_atomic
@@ -16,8 +16,13 @@ from validation.suites import GateContext
 
 def _ingest_key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
-    inputs = [cfg.resolve(p) for p in (cfg.dataset.path, cfg.dataset.products_path, cfg.dataset.labels_path) if p]
-    return stage_key("ingest", cfg, ["dataset", "simulation"], inputs)
+    d = cfg.dataset
+    files = (d.catalog_path, d.judgments_path, d.queries_path) if d.adapter == "contract" else \
+        (d.path, d.products_path, d.labels_path)
+    if cfg.engagement.source == "log":  # the log adds its queries and gives the segments
+        files = (*files, cfg.engagement.log_path)
+    inputs = [cfg.resolve(p) for p in files if p]
+    return stage_key("ingest", cfg, ["dataset", "simulation", "engagement"], inputs)
 
 
 @task(name="read-and-conform", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
@@ -60,4 +65,5 @@ def ingest_flow(profile: str = "default", overrides: dict | None = None) -> dict
     """Read the configured dataset, conform it to the contract, validate, write."""
     cfg = get_config(profile, overrides)
     outputs = [cfg.paths.table(t) for t in CONTRACT_TABLES]
-    return cached(ingest_stage, outputs)(cfg)
+    with stage_lock(cfg, "ingest"):
+        return cached(ingest_stage, outputs)(cfg)

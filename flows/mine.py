@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key, write_stage_manifest
+from flows.runtime import (cached, get_config, read_stage_manifest, retry_io_only, stage_artifacts, stage_key,
+                           stage_lock, write_stage_manifest)
 from relgrade.config import RelgradeConfig
 from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
 
@@ -189,10 +190,20 @@ def mine_flow(profile: str = "default", overrides: dict | None = None, external_
         raise FileNotFoundError(f"{cfg.paths.table('events')} does not exist: run `relgrade simulate` first "
                                 "(or drop 'behavioral' from mining.channels)")
     logger.info("mining snapshot %s: channels %s, K=%d", snap, names, cfg.mining.k)
-    futures = {c: cached(channel_task, [channel_path(cfg, snap, c)]).submit(cfg, c, snap, external_path)
-               for c in names}
-    runs = {c: f.result() for c, f in futures.items()}
-    return cached(union_task, _union_outputs(cfg, snap))(cfg, snap, runs)
+    with stage_lock(cfg, "mine"):
+        futures = {c: cached(channel_task, [channel_path(cfg, snap, c)]).submit(cfg, c, snap, external_path)
+                   for c in names}
+        runs = {c: f.result() for c, f in futures.items()}
+        manifest = cached(union_task, _union_outputs(cfg, snap))(cfg, snap, runs)
+    rep = manifest["report"]
+    uv = rep.get("union_vs_best_single") or {}
+    table = [{"metric": "union pairs", "value": manifest["union_rows"]},
+             {"metric": "queries", "value": manifest["queries"]}]
+    table += [{"metric": f"{rep['split']} recall@{manifest['k']} {c}", "value": v} for c, v in rep["recall"].items()]
+    if uv:
+        table.append({"metric": f"{rep['split']} union recall minus best single channel", "value": uv.get("absolute_gain")})
+    stage_artifacts("mine", table, rep)
+    return manifest
 
 
 def last_manifest(cfg: RelgradeConfig) -> dict | None:

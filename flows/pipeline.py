@@ -20,10 +20,16 @@ from flows.stages import STAGES  # noqa: E402  (re-exported)
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(profile: str = "default", overrides: dict | None = None, until: str = "evaluate") -> dict[str, Any]:
-    """Run the stages in order, up to and including ``until``."""
+def pipeline_flow(profile: str = "default", overrides: dict | None = None, until: str = "evaluate",
+                  config_file: str | None = None) -> dict[str, Any]:
+    """Run the stages in order, up to and including ``until``. ``config_file``: your own
+    config (as ``relgrade --config``; a deployment passes it as a parameter)."""
+    import os
+
     if until not in STAGES:
         raise ValueError(f"until must be one of {STAGES}, got {until!r}")
+    if config_file:
+        os.environ["RELGRADE_CONFIG"] = str(config_file)
     logger = get_run_logger()
     cfg = get_config(profile, overrides)
     flows = {
@@ -44,8 +50,9 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
         "feature_store": str(p.feast / "feature_store.yaml"),
         "offline_features": str(p.features),
         "data_docs": str(p.data_docs / "index.html"),
+        "validation_pages": str(p.validation_pages / "index.html"),
         "reports": str(p.reports),
-        "student_model": str(p.root / "models" / "student"),
+        "student_model": str(p.models / "student"),
         "logs": str(p.logs),
         "prefect_home": str(p.prefect_home),
     }

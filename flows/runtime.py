@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -174,15 +175,169 @@ def finish_stage(manifest: Path, summary: dict, key: str, cfg: RelgradeConfig | 
     return doc
 
 
-def stage_artifacts(stage: str, table: list[dict], report: dict | None = None) -> None:
-    """A Prefect table artifact of the stage's key metrics and a markdown artifact with
-    the report's location (a link served by `relgrade reports` when it runs)."""
+def md_table(rows: list[dict], cols: list[str] | None = None, digits: int = 4) -> str:
+    """A markdown table of ``rows`` (numbers rounded, ``|`` escaped)."""
+    if not rows:
+        return ""
+    cols = cols or list(rows[0])
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.{digits}f}"
+        return "-" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])
+
+
+def stage_artifacts(stage: str, table: list[dict], report: dict | None = None, markdown: str = "") -> None:
+    """Two Prefect artifacts of a stage's flow run: ``<stage>-metrics`` (a table of its key
+    metrics) and ``<stage>-report`` (markdown: the same figures, ``markdown`` the stage
+    adds, and where its HTML report is; a ``file://`` link is not something the UI can
+    open, so the path is given as text)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    create_table_artifact(table=table, key=f"{stage}-metrics", description=f"relgrade {stage}: key metrics")
+    create_table_artifact(table=[{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in table],
+                          key=f"{stage}-metrics", description=f"relgrade {stage}: key metrics")
+    lines = [f"# relgrade {stage}", "", md_table(table), "", markdown]
     if report:
-        lines = [f"# relgrade {stage}", "", f"* HTML report: `{report.get('html')}`",
-                 f"* JSON: `{report.get('json')}`"]
-        create_markdown_artifact(markdown="\n".join(lines), key=f"{stage}-report",
-                                 description=f"relgrade {stage}: where the report is")
+        lines += ["", f"HTML report: `{report.get('html')}` (open it in a browser on this machine)",
+                  f"JSON: `{report.get('json')}`"]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"{stage}-report", description=f"relgrade {stage} report")
 
+
+# --------------------------------------------------------------------------- the Prefect server
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with(parent: int):
+    """preexec_fn: the child gets SIGTERM when this process dies, even by SIGKILL."""
+    def hook():
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return hook
+
+
+def start_server(cfg: RelgradeConfig, timeout_s: float = 120.0) -> str | None:
+    """A Prefect server for this run of the CLI, when no PREFECT_API_URL is set: on a free
+    loopback port, its database under <data_root>/prefect, tied to this process (it gets
+    SIGTERM when the CLI exits, even when the CLI is killed with SIGKILL; Prefect's own
+    temporary server is orphaned then). Its pid and URL are in
+    <data_root>/prefect/server.json while it runs. Returns the API URL (None when one was
+    set already)."""
+    import atexit
+    import subprocess
+    import time
+
+    if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
+        return None  # a server is set, or Prefect already read its settings in this process
+    home = cfg.paths.prefect_home
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": api, "PREFECT_API_URL": api, "PREFECT_SERVER_UI_ENABLED": "false"}
+    prefect = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect) if prefect.exists() else sys.executable, *([] if prefect.exists() else ["-m", "prefect"]),
+           "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    log = open(home / "server.log", "ab")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
+    info = home / "server.json"
+    info.write_text(json.dumps({"pid": proc.pid, "api_url": api, "parent": os.getpid()}))
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        info.unlink(missing_ok=True)
+
+    atexit.register(stop)
+    import urllib.request
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {proc.returncode}: see {home / 'server.log'}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    os.environ["PREFECT_API_URL"] = api
+                    logging.getLogger("flows").info("Prefect server for this run: %s (pid %d)", api, proc.pid)
+                    return api
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop()
+    raise RuntimeError(f"the Prefect server did not answer within {timeout_s:.0f}s: see {home / 'server.log'}")
+
+
+# --------------------------------------------------------------------------- one run per stage and data root
+class StageLocked(RuntimeError):
+    """Another process runs this stage on this data root."""
+
+
+class stage_lock:
+    """An exclusive lock per (data root, stage): a second run of the stage waits for the
+    first (saying who holds it), then finds its result and skips. The lock is an
+    ``flock`` on ``<data_root>/locks/<stage>.lock``: the kernel releases it when its holder
+    dies, however it dies."""
+
+    def __init__(self, cfg: RelgradeConfig, stage: str, wait_s: float | None = None):
+        self.path = cfg.paths.root / "locks" / f"{stage}.lock"
+        self.stage, self.root, self.wait_s = stage, cfg.paths.root, wait_s
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        import time
+
+        from relgrade.util import utc_now
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fd.seek(0)
+            holder = self.fd.read().strip() or "another process"
+            msg = f"stage {self.stage} on {self.root} is running in {holder}"
+            if self.wait_s == 0:
+                raise StageLocked(msg + ": wait for it or stop it") from None
+            logging.getLogger("flows").warning("%s: waiting for it to finish", msg)
+            t0 = time.monotonic()
+            while True:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if self.wait_s is not None and time.monotonic() - t0 > self.wait_s:
+                        raise StageLocked(msg + f": still running after {self.wait_s:.0f}s") from None
+                    time.sleep(1.0)
+        self.fd.seek(0)
+        self.fd.truncate()
+        self.fd.write(f"pid {os.getpid()} (started {utc_now().isoformat(timespec='seconds')})")
+        self.fd.flush()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        if self.fd is not None:
+            self.fd.seek(0)
+            self.fd.truncate()
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.fd.close()
+        return False

@@ -1,5 +1,6 @@
-"""Simulate-engagement flow: contract tables -> simulated search log (validated) ->
-windowed engagement features staged for materialization."""
+"""Engagement flow: contract tables -> the search log (simulated, or your own with
+``engagement.source: log``) through the ``events`` suite -> windowed engagement features
+staged for materialization. Nothing is written unless the log and the features pass."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.engagement import engagement_features
 from relgrade.featurestore import conform_features
@@ -22,7 +23,11 @@ VIEW = "gated_engagement_fv"
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
     inputs = [cfg.paths.table(t) for t in ("catalog", "queries", "judgments")]
-    return stage_key("simulate", cfg, ["simulation", "engagement"], inputs)
+    sections = ["simulation", "engagement"]
+    if cfg.engagement.source == "log":  # the log file, and the cut it must end before
+        inputs.append(cfg.resolve(cfg.engagement.log_path))
+        sections.append("mining")
+    return stage_key("simulate", cfg, sections, inputs)
 
 
 @task(name="simulate", cache_key_fn=_key, persist_result=True)
@@ -31,14 +36,23 @@ def simulate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     catalog = read_parquet(cfg.paths.table("catalog"))
     queries = read_parquet(cfg.paths.table("queries"))
     judgments = read_parquet(cfg.paths.table("judgments"))
-    events = simulate(catalog, queries, judgments, cfg.simulation)
-    ctx = GateContext(item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]))
+    if cfg.engagement.source == "log":
+        from relgrade.eventlog import read_log
+
+        events = read_log(cfg.resolve(cfg.engagement.log_path), cfg.dataset.encoding)
+        cut = cfg.snapshot_ts
+    else:
+        events = simulate(catalog, queries, judgments, cfg.simulation)
+        cut = None
+    ctx = GateContext(item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]),
+                      max_future_skew_seconds=cfg.validation.max_future_skew_seconds, cut=cut)
     validate(events, "events", cfg, ctx)
     feats = conform_features(VIEW, engagement_features(events, queries, windows_days=tuple(cfg.engagement.windows_days)))
     validate(feats, VIEW, cfg, ctx)
     write_tables_atomic({cfg.paths.table("events"): events, cfg.paths.staging(VIEW): feats})
     manifest = {
         "stage": "simulate",
+        "source": cfg.engagement.source,
         "events": len(events),
         "searches": int(events["search_id"].nunique()),
         "ctr": float(events["click"].mean()),
@@ -53,6 +67,8 @@ def simulate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
 
 @flow(name="simulate-engagement", log_prints=True)
 def simulate_flow(profile: str = "default", overrides: dict | None = None) -> dict[str, Any]:
-    """Simulate the search log for the ingested catalog and stage engagement features."""
+    """Simulate the search log for the ingested catalog (or read your own log) and stage
+    engagement features."""
     cfg = get_config(profile, overrides)
-    return cached(simulate_stage, [cfg.paths.table("events"), cfg.paths.staging(VIEW)])(cfg)
+    with stage_lock(cfg, "simulate"):
+        return cached(simulate_stage, [cfg.paths.table("events"), cfg.paths.staging(VIEW)])(cfg)

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, stage_key, write_stage_manifest
+from flows.runtime import cached, get_config, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from training.args import models_dir, pipeline_runs, trainset_path
 from training.index import INDEX_FILE
@@ -41,4 +41,20 @@ def train_flow(profile: str = "default", overrides: dict | None = None) -> dict[
     """Train the student (curriculum) and the click-trained baseline on the training set."""
     cfg = get_config(profile, overrides)
     outputs = [r.output_dir / f for r in pipeline_runs(cfg) for f in (INDEX_FILE, "model.safetensors", "README.md")]
-    return cached(train_stage, outputs)(cfg)
+    with stage_lock(cfg, "train"):
+        result = cached(train_stage, outputs)(cfg)
+    _artifacts(result)
+    return result
+
+
+def _artifacts(result: dict[str, Any]) -> None:
+    """``train-metrics`` (per model and curriculum stage: examples, steps, rate) and
+    ``train-report`` (where each model folder is)."""
+    from flows.runtime import stage_artifacts
+
+    table = [{"model": name, "stage": st["name"], "loss": st["loss"], "examples": st["examples"], "steps": st["steps"],
+              "examples_per_s": st["examples_per_s"]} for name, m in result["models"].items() for st in m["stages"]]
+    table += [{"model": name, "stage": "total", "train_s": m["train_s"], "total_s": m["total_s"]}
+              for name, m in result["models"].items()]
+    md = "\n".join(f"- `{name}`: `{m['path']}` (FAISS index `{m['index']}`)" for name, m in result["models"].items())
+    stage_artifacts("train", table, None, md)

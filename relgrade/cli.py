@@ -42,6 +42,10 @@ def _setup(profile: str, data_root: Optional[str], name: str, config: Optional[P
     except ConfigError as exc:
         typer.secho(f"relgrade: bad configuration:\n{exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    if name not in ("features", "label", "serve"):  # commands that run flows: a Prefect server tied to this process
+        from flows.runtime import start_server
+
+        start_server(cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "great_expectations", "urllib3", "feast.infra.registry.registry"):  # per-request chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -86,7 +90,7 @@ def _where(cfg, log_path: Path) -> None:
     p = cfg.paths
     typer.echo("\nOutputs")
     typer.echo(f"  feature store : {p.feast / 'feature_store.yaml'}  (offline Parquet: {p.features})")
-    typer.echo(f"  data docs     : {p.data_docs / 'index.html'}")
+    typer.echo(f"  validation    : {p.validation_pages / 'index.html'}  (GX Data Docs: {p.data_docs / 'index.html'})")
     typer.echo(f"  reports       : {p.reports}  (mining, grading, assemble, evaluation: report.html)")
     student = p.root / "models" / "student"
     if student.exists():
@@ -280,6 +284,56 @@ def pipeline(
 
 
 @app.command()
+def serve(
+    profile: str = ProfileOpt,
+    config: Optional[Path] = ConfigOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment name (default relgrade-<profile>)."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Run on this cron schedule (UTC), e.g. '0 3 * * *'."),
+    interval_minutes: Optional[int] = typer.Option(None, "--interval-minutes", help="Or every N minutes."),
+    until: str = typer.Option("evaluate", "--until", help="Last stage of each run."),
+    register_only: bool = typer.Option(False, "--register-only",
+                                       help="Register (or update) the deployment and exit instead of serving it."),
+):
+    """Register the pipeline as a Prefect deployment (`pipeline/<name>`) with an optional
+    schedule, and serve it: scheduled runs, and runs started from the UI or with
+    `prefect deployment run pipeline/<name>`, execute in this process's environment until
+    it is stopped (Ctrl-C pauses the schedule). Needs a Prefect server (PREFECT_API_URL,
+    e.g. after `prefect server start`)."""
+    import os
+
+    from flows.stages import STAGES
+
+    if until not in STAGES:
+        typer.secho(f"relgrade serve: --until {until!r} is not a stage; stages: {', '.join(STAGES)}", fg="red", err=True)
+        raise typer.Exit(2)
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.secho("relgrade serve: set PREFECT_API_URL to a Prefect server (e.g. `prefect server start`, then "
+                    "PREFECT_API_URL=http://127.0.0.1:4200/api): a deployment lives on a server", fg="red", err=True)
+        raise typer.Exit(2)
+    cfg, _, _ = _setup(profile, None, "serve", config)
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.pipeline import pipeline_flow
+
+    params = {"profile": profile, "until": until}
+    if config is not None:
+        params["config_file"] = str(Path(config).expanduser().resolve())
+    dep = pipeline_flow.to_deployment(
+        name=name or f"relgrade-{profile}", parameters=params, cron=cron,
+        interval=interval_minutes * 60 if interval_minutes else None, tags=["relgrade", profile],
+        description=f"relgrade pipeline, profile {profile}, data root {cfg.paths.root}",
+        entrypoint_type=EntrypointType.MODULE_PATH)
+    if register_only:
+        dep_id = dep.apply()
+        typer.echo(f"deployment pipeline/{dep.name} registered ({dep_id}); start runs with "
+                   f"`prefect deployment run pipeline/{dep.name}` while `relgrade serve` runs")
+        return
+    from prefect import serve as prefect_serve
+
+    prefect_serve(dep)
+
+
+@app.command()
 def features(
     entities: Path = typer.Argument(..., help="Parquet or CSV with query_id, item_id, event_timestamp."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the joined Parquet."),
@@ -329,6 +383,77 @@ def label(
     tmp.replace(out)
     counts = df["grade"].value_counts().sort_index().to_dict()
     typer.echo(f"{len(df)} pairs graded -> {out}  (grades {counts})")
+
+
+INIT_CONFIG = """# relgrade project: your data and your settings. This file holds only what differs from
+# the defaults; `relgrade config --config {name}` prints every setting. Relative paths
+# resolve against this folder. See README.md beside it and docs/own_data.md.
+data_root: var                 # everything relgrade writes: contract tables, features, models, reports
+dataset:
+  adapter: contract
+  catalog_path: data/catalog.csv          # item_id, title [, description, brand, category, attributes]
+  judgments_path: data/judgments.csv      # query (or query_id), item_id, label (or grade 0..3)
+  queries_path: null                      # optional: query_id, text [, split]
+  encoding: utf-8
+  label_cuts: [1.5, 2.0, 2.5]             # numeric labels -> grades 0..3 (or label_map for categories)
+engagement:
+  source: log                             # your search log instead of the simulator
+  log_path: data/events.csv.gz            # event_ts, search_id, query (or query_id), item_id, position, ...
+mining:
+  snapshot_ts: "{snapshot}"   # the instant your log ends: mining snapshot and training cut
+"""
+
+INIT_README = """# A relgrade project
+
+`relgrade.yaml` is this project's configuration; `data/` holds its input files. They are
+a small working example (150 Home Depot queries, their judgments, and a 10-day search
+log): replace them with your own, in the same columns, and adjust `relgrade.yaml`.
+
+| file | columns |
+|---|---|
+| `data/catalog.csv` | `item_id, title`, optionally `description, brand, category, attributes` (JSON) |
+| `data/judgments.csv` | `query` (text) or `query_id`, `item_id`, and `label` (your scale: `dataset.label_cuts` or `dataset.label_map` map it to grades 0..3) or `grade` (0..3) |
+| `data/events.csv.gz` | your search log: `event_ts` (UTC), `search_id`, `query` or `query_id`, `item_id`, `position` (1-based), `slot` (organic/ad), `impression`, `click`, `add_to_cart`, `order` |
+
+Run everything (outputs under `var/`):
+
+```bash
+relgrade pipeline --config relgrade.yaml
+```
+
+Each stage alone: `relgrade ingest|simulate|materialize|mine|grade|assemble|train|evaluate --config relgrade.yaml`
+(`simulate` reads your log when `engagement.source` is `log`). Grade any pairs with the
+trained teachers: `relgrade label pairs.csv -o graded.csv --config relgrade.yaml`.
+"""
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(..., help="A new (or empty) project folder."),
+    example: bool = typer.Option(True, "--example/--no-example",
+                                 help="Copy the small working example into data/ (default)."),
+):
+    """Start a project of your own outside the repository: `relgrade.yaml` (the settings to
+    fill), a README of the files to provide, and data/ (a small working example)."""
+    import shutil
+
+    from relgrade.config import REPO_ROOT
+
+    folder = folder.expanduser().resolve()
+    if folder.exists() and any(folder.iterdir()):
+        typer.secho(f"relgrade init: {folder} exists and is not empty: give a new folder", fg="red", err=True)
+        raise typer.Exit(2)
+    src = REPO_ROOT / "examples" / "contract_small"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir()
+    if example:
+        for name in ("catalog.csv", "judgments.csv", "events.csv.gz"):
+            shutil.copy2(src / name, folder / "data" / name)
+    snapshot = (src / "SNAPSHOT").read_text().strip()
+    (folder / "relgrade.yaml").write_text(INIT_CONFIG.format(name="relgrade.yaml", snapshot=snapshot))
+    (folder / "README.md").write_text(INIT_README)
+    typer.echo(f"project created in {folder}:\n  {folder / 'relgrade.yaml'}\n  {folder / 'README.md'}\n"
+               f"  {folder / 'data'}/\nrun: relgrade pipeline --config {folder / 'relgrade.yaml'}")
 
 
 @app.command("config")

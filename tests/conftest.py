@@ -21,6 +21,7 @@ os.environ.pop("RELGRADE_PROFILE", None)
 os.environ.pop("RELGRADE_DATA_ROOT", None)
 
 
+
 @pytest.fixture
 def quick_cfg(tmp_path):
     """The quick profile with its data root in a fresh temporary folder."""
