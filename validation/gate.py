@@ -1,9 +1,11 @@
-"""The validation gate: run a suite on a batch with Great Expectations 1.x, publish Data
-Docs, and raise :class:`ValidationFailed` (naming each failed expectation and its
-offending-row count) before anything is written.
+"""The validation gate: run a suite on a batch with Great Expectations 1.x, write its
+validation page, and raise :class:`ValidationFailed` (naming each failed expectation and
+its offending-row count) before anything is written.
 
-One file-backed GX context per data root (``<data_root>/gx``); Data Docs are built into
-``<data_root>/reports/data_docs`` (open ``index.html``).
+One file-backed GX context per data root (``<data_root>/gx``). Every run gets an offline
+page under ``<data_root>/reports/validation/`` (index.html lists them; validation/docs.py);
+GX's own Data Docs are built into ``<data_root>/reports/data_docs`` when
+``validation.gx_data_docs`` is on, without raw values from the data (GX does not escape them).
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
+from validation.docs import write_run_page
 from validation.suites import SUITES, GateContext, _as_float_for_gx
 
 log = logging.getLogger(__name__)
@@ -57,7 +61,7 @@ class GateReport:
         )
         lines = [head] + [f"  - {f}" for f in self.failures]
         if self.data_docs:
-            lines.append(f"  Data Docs: {self.data_docs}")
+            lines.append(f"  validation page: {self.data_docs}")
         return "\n".join(lines)
 
 
@@ -150,20 +154,26 @@ def validate(
         vd = gctx.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=f"{suite}_validation", data=bd, suite=gsuite)
         )
-        actions = [UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if data_docs else []
+        gx_docs = data_docs and cfg.validation.gx_data_docs
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if gx_docs else []
+        fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 0 if gx_docs else 10}
         cp = gctx.checkpoints.add_or_update(
-            Checkpoint(name=f"{suite}_gate", validation_definitions=[vd], actions=actions, result_format="SUMMARY")
+            Checkpoint(name=f"{suite}_gate", validation_definitions=[vd], actions=actions, result_format=fmt)
         )
-        run = cp.run(batch_parameters={"dataframe": checked})
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        run_name = f"{suite} {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC"
+        run = cp.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_name))
     vres = list(run.run_results.values())[0]
-    docs = cfg.paths.data_docs / "index.html"
+    page = write_run_page(cfg.paths.validation_pages, suite, run_name, len(df), vres.to_json_dict())
+    docs = page
     report = GateReport(
         suite=suite,
         success=bool(vres.success),
         evaluated=len(vres.results),
         rows=len(df),
         failures=_failures(vres),
-        data_docs=docs if docs.exists() else None,
+        data_docs=docs,
     )
     log.info(report.summary())
     if not report.success and raise_on_failure:

@@ -31,6 +31,7 @@ class GateContext:
     max_future_skew_seconds: int = 0
     excluded_query_ids: pd.Index | None = None  # e.g. test-split queries (training set)
     evidence: "GradeEvidence | None" = None  # relevance_grade_fv: probes of the union distribution
+    cut: datetime | None = None  # events: the instant nothing may reach (a real log's end: the mining snapshot)
 
 
 @dataclass
@@ -161,6 +162,11 @@ def events_suite(df: pd.DataFrame, ctx: GateContext):
         # distribution bound: overall CTR of a search log sits well inside (0, 0.5)
         gxe.ExpectColumnMeanToBeBetween(column="click", min_value=0.001, max_value=0.5),
     ]
+    if ctx.cut is not None:
+        df = df.assign(chk_before_cut=pd.to_datetime(df["event_ts"], utc=True) < pd.Timestamp(ctx.cut))
+        exp.append(gxe.ExpectColumnValuesToBeInSet(
+            column="chk_before_cut", value_set=[True],
+            notes="every event happened before the cut (the mining snapshot): a later one would leak into training"))
     return df, exp
 
 
@@ -218,7 +224,7 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
         gxe.ExpectColumnValuesToBeInSet(column="grade", value_set=list(GRADES)),
         gxe.ExpectColumnValuesToBeBetween(column="expected_grade", min_value=0.0, max_value=3.0),
         gxe.ExpectColumnValuesToBeBetween(column="chk_prob_sum", min_value=0.999, max_value=1.001),
-        gxe.ExpectColumnValuesToBeBetween(column="deciding_stage", min_value=1, max_value=10),
+        gxe.ExpectColumnValuesToBeBetween(column="deciding_stage", min_value=0, max_value=10),  # 0: a human judgment
         gxe.ExpectColumnValuesToNotBeNull(column="teacher_version"),
     ]
     if ev is None:
