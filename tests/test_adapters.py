@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from relgrade.adapters import ADAPTERS, limit_queries, load_dataset
-from relgrade.adapters import esci, homedepot, wands
+from relgrade.adapters import contract, esci, homedepot, wands
 from relgrade.adapters.common import normalize_query, query_id_of, split_bucket, split_of
 from relgrade.config import REPO_ROOT, DatasetConfig
 from relgrade.contract import ContractError
@@ -358,7 +358,7 @@ def test_wands_bad_inputs(tmp_path, which):
 
 
 def test_registry():
-    assert ADAPTERS == {"homedepot": homedepot.load, "esci": esci.load, "wands": wands.load}
+    assert ADAPTERS == {"homedepot": homedepot.load, "esci": esci.load, "wands": wands.load, "contract": contract.load}
 
 
 def test_load_dataset_homedepot_max_queries(hd):

@@ -13,6 +13,10 @@ esci        examples parquet      products jsonl / parquet     --
 wands       query.csv             product.csv                  label.csv
 =========== ===================== ============================ =================
 
+``contract`` (your own data, :mod:`relgrade.adapters.contract`) reads
+``catalog_path``, ``judgments_path`` and, optionally, ``queries_path``, with the label
+mapping of ``label_map`` / ``label_cuts``.
+
 Note: ``dataset.encoding`` is passed to every adapter. The base config says ``latin-1``
 (right for Home Depot); ESCI and WANDS are UTF-8, so their profiles must set
 ``encoding: utf-8`` (latin-1 decodes any bytes, so a wrong setting garbles text
@@ -24,7 +28,7 @@ from typing import Callable
 
 import pandas as pd
 
-from relgrade.adapters import esci, homedepot, wands
+from relgrade.adapters import contract, esci, homedepot, wands
 from relgrade.config import DatasetConfig, resolve_path
 from relgrade.contract import QUERIES, ContractError, Table, conform
 
@@ -32,6 +36,7 @@ ADAPTERS: dict[str, Callable[..., dict[str, pd.DataFrame]]] = {
     "homedepot": homedepot.load,
     "esci": esci.load,
     "wands": wands.load,
+    "contract": contract.load,
 }
 
 # config fields each adapter needs, in the order its load() takes them
@@ -39,6 +44,7 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     "homedepot": ("path",),
     "esci": ("path", "products_path"),
     "wands": ("path", "products_path", "labels_path"),
+    "contract": ("catalog_path", "judgments_path"),
 }
 
 # the queries table as adapters deliver it: segment is added by the ingest stage
@@ -76,8 +82,8 @@ def load_dataset(ds: DatasetConfig) -> dict[str, pd.DataFrame]:
     """Load the configured dataset as ``{"catalog", "queries", "judgments"}``.
 
     catalog and judgments are conformed to the contract; queries carry
-    ``query_id, text, split`` only (conformed to the contract's types; ``segment`` is
-    added by the ingest stage).
+    ``query_id, text, split`` (conformed to the contract's types) and ``segment`` only
+    where the source gives one; the ingest stage derives the rest.
     """
     if ds.adapter not in ADAPTERS:
         raise ContractError(f"unknown dataset.adapter {ds.adapter!r}; known: {sorted(ADAPTERS)}")
@@ -89,11 +95,19 @@ def load_dataset(ds: DatasetConfig) -> dict[str, pd.DataFrame]:
             f"(it reads {', '.join(fields)})"
         )
     paths = [resolve_path(getattr(ds, f)) for f in fields]
-    tables = ADAPTERS[ds.adapter](*paths, encoding=ds.encoding, judged_at=ds.judged_at)
+    if ds.adapter == "contract":
+        tables = contract.load(*paths, resolve_path(ds.queries_path) if ds.queries_path else None,
+                               encoding=ds.encoding, judged_at=ds.judged_at, label_map=ds.label_map,
+                               label_cuts=ds.label_cuts)
+    else:
+        tables = ADAPTERS[ds.adapter](*paths, encoding=ds.encoding, judged_at=ds.judged_at)
     if ds.max_queries is not None:
         tables = limit_queries(tables, ds.max_queries)
+    queries = conform(tables["queries"], QUERIES_BASE)
+    if "segment" in tables["queries"].columns:  # given by the source (contract queries file)
+        queries["segment"] = tables["queries"]["segment"].astype("string").values
     return {
         "catalog": conform(tables["catalog"], "catalog"),
-        "queries": conform(tables["queries"], QUERIES_BASE),
+        "queries": queries,
         "judgments": conform(tables["judgments"], "judgments"),
     }
