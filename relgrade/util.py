@@ -89,3 +89,23 @@ def _json_default(o):
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` where the CPU multiplies bf16 matrices in hardware (Intel AMX),
+    else ``fp32``: without AMX, bf16 autocast on CPU was 1.4x *slower* than fp32 here
+    (MiniLM encoding: 196 vs 277 texts/s on 2 cores; with AMX it was 1.7x faster)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if "amx_bf16" in cpu_flags() else "fp32"

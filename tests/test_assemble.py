@@ -317,7 +317,7 @@ def test_assemble_flow_writes_set_lists_manifest_report(world, assembled):
     assert len(ts) == man["rows"]["trainset"] == out["rows"]["trainset"] > 0
     assert len(lists) == ts["query_id"].nunique() == man["rows"]["queries"]
     assert sum(len(x) for x in lists["item_ids"]) == len(ts)
-    assert man["feature_service"]["name"] == "training_fs"
+    assert man["feature_service"]["name"] == "training_v1"
     assert set(man["feature_views"]) == {"retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"}
     assert "test-human-v0" in man["teacher_versions"]
     from relgrade.io import frame_digest

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from relgrade.grading.calibration import (
+    GradeRule,
     ScaleMap,
     agreement_metrics,
     decide_grade,
@@ -64,6 +65,12 @@ def test_grade_rules_and_scale_map():
     assert decide_grade(p, "quadratic").tolist() == [2, 2, 1]  # nearest integer to 1.8, 2.0, 0.5
     with pytest.raises(ValueError):
         decide_grade(p, "median")
+    # a scale without grade 2 (WANDS: 0, 1, 3) never publishes a 2, whatever the rule
+    assert decide_grade(p, "quadratic", [0, 1, 3]).tolist() == [1, 3, 1]
+    assert decide_grade(p, GradeRule("argmax", (0, 1, 3))).tolist() == [3, 1, 0]
+    rng = np.random.default_rng(0)
+    d = rng.dirichlet(np.ones(4), 2000)
+    assert (decide_grade(d, "quadratic") == np.clip(np.floor(d @ np.arange(4) + 0.5), 0, 3)).all()
     e = np.linspace(0, 3, 50)
     raw = 1.0 + 2.0 * (e / 3.0) ** 2
     sm = ScaleMap.fit(e, raw)
@@ -374,8 +381,14 @@ def test_grade_flow_publishes_grades_views_and_report(graded, root):
     probs = g[[f"p_grade_{k}" for k in range(4)]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(g["expected_grade"], probs @ np.arange(4), atol=1e-6)
-    assert set(g["deciding_stage"]) <= {1, 2, 3} and (g["deciding_stage"] >= 2).any()
+    assert set(g["deciding_stage"]) <= {0, 1, 2, 3} and (g["deciding_stage"] >= 2).any()
     assert g["difficulty_level"].between(1, 5).all()
+    # the human anchor: judged pairs of train queries carry their judgment, no other pair does
+    human = g["deciding_stage"] == 0
+    assert human.any() and (g.loc[human, "teacher_version"] == "human").all()
+    q = read_parquet(cfg.paths.table("queries"))
+    split = dict(zip(q["query_id"], q["split"]))
+    assert set(g.loc[human, "query_id"].map(split)) == {"train"}
     off = read_offline(cfg, "relevance_grade_fv")
     assert len(off) == len(g)
     prior = read_offline(cfg, "retrieval_prior_fv")
@@ -490,7 +503,8 @@ def test_label_round_trips_union_pairs_and_grades_new_text(graded, root, tmp_pat
     from relgrade.io import read_parquet
 
     cfg = root["cfg"]
-    g = read_parquet(cfg.paths.grades).sample(60, random_state=0)
+    g = read_parquet(cfg.paths.grades)
+    g = g[g["deciding_stage"] > 0].sample(60, random_state=0)  # teacher-graded (anchored pairs carry a judgment)
     q = read_parquet(cfg.paths.table("queries"))
     c = read_parquet(cfg.paths.table("catalog"))
     text = dict(zip(q["query_id"], q["text"]))
@@ -550,20 +564,32 @@ def _free_port() -> int:
     return port
 
 
-def test_llm_judge_unreachable_gives_clear_error_and_keeps_previous_grades(fitted, root):
+def _judge_settings(root, url: str, **kw):
+    return root["cfg"].grading.llm_judge.model_copy(update={"enabled": True, "base_url": url, "timeout_s": 5,
+                                                            "backoff_s": 0.01, **kw})
+
+
+def _ce_grader(fitted):
+    """The trained stage-2 cross-encoder as the model behind the endpoint."""
+    from relgrade.grading.calibration import decide_grade
+
+    t = fitted["teachers"][1]
+    return lambda q, p: int(decide_grade(t.proba_from_logits(t.logits_texts([q], [p])), "quadratic")[0])
+
+
+def test_llm_judge_unreachable_gives_clear_error_and_keeps_previous_grades(fitted, root, tmp_path):
     from relgrade.grading import stage as S
     from relgrade.grading.cascade import TeacherCascade
     from relgrade.grading.llm_judge import LLMJudgeTeacher, LLMJudgeUnavailable
 
     url = f"http://127.0.0.1:{_free_port()}/v1"
     g = root["cfg"].grading
-    cfg = root["cfg"].model_copy(update={"grading": g.model_copy(
-        update={"llm_judge": g.llm_judge.model_copy(update={"enabled": True, "base_url": url, "timeout_s": 2})})})
+    cfg = root["cfg"].model_copy(update={"grading": g.model_copy(update={"llm_judge": _judge_settings(root, url)})})
     cal = fitted["cal"]
     with pytest.raises(LLMJudgeUnavailable, match="unreachable"):
         S.build_cascade(cfg, cal)
     # graded anyway (e.g. the endpoint died mid-run): failed pairs keep their earlier grade
-    llm = LLMJudgeTeacher(url, "judge", timeout_s=2)
+    llm = LLMJudgeTeacher(_judge_settings(root, url, max_retries=1), tmp_path / "c.sqlite")
     cas = TeacherCascade(cal.stacks, cal.thresholds, llm, llm_threshold=1.0)
     base = TeacherCascade(cal.stacks, cal.thresholds)
     pairs = fitted["inp"].union.head(40)
@@ -571,6 +597,53 @@ def test_llm_judge_unreachable_gives_clear_error_and_keeps_previous_grades(fitte
     ref = base.grade(pairs, fitted["fz"])
     assert res.llm_failed == 4 and res.stage.max() <= 3
     np.testing.assert_allclose(res.probs, ref.probs, atol=1e-6)
+    assert llm.summary()["failed"] == 4 and llm.summary()["retries"] == 4
+
+
+def test_llm_judge_retries_throttling_and_caches_answers(fitted, root, tmp_path):
+    from openai_server import serve
+    from relgrade.grading.llm_judge import LLMJudgeTeacher
+
+    q, it = fitted["fz"].texts(fitted["inp"].sets["test"].head(6))
+    with serve(_ce_grader(fitted), fail_first=3, fail_status=429) as srv:
+        llm = LLMJudgeTeacher(_judge_settings(root, srv.url, concurrency=2), tmp_path / "cache.sqlite")
+        first = llm.grade_texts(q, it)
+        assert (first >= 0).all() and llm.stats["retries"] == 3 and llm.stats["failed"] == 0
+        assert srv.completions == 6 and llm.stats["prompt_tokens"] > 0
+        again = LLMJudgeTeacher(_judge_settings(root, srv.url), tmp_path / "cache.sqlite").grade_texts(q, it)
+        assert (again == first).all() and srv.completions == 6  # a rerun never pays twice
+    with serve(_ce_grader(fitted), fail_first=100, fail_status=400) as srv:  # not retryable
+        llm = LLMJudgeTeacher(_judge_settings(root, srv.url, cache=False), None)
+        assert (llm.grade_texts(q[:2], it[:2]) == -1).all() and llm.stats["retries"] == 0 and srv.requests == 2
+
+
+@pytest.mark.integration
+def test_grade_flow_with_a_live_llm_judge_on_loopback(fitted, root, tmp_path):
+    """The whole stage with the judge as its last stage, against an OpenAI-compatible
+    server on loopback answering from the trained stage-2 cross-encoder: escalated union
+    pairs are judged, the judge's agreement with the human grades is measured through the
+    same HTTP path, and tokens and latency reach the report."""
+    from flows.grade import grade_flow
+    from openai_server import serve
+    from relgrade.io import read_parquet
+
+    dst = tmp_path / "llm"
+    _copy_inputs(root["path"], dst)
+    with serve(_ce_grader(fitted)) as srv:
+        ov = {**root["overrides"], "data_root": str(dst),
+              "grading": {**GRADING_OVERRIDES, "llm_judge": {"enabled": True, "base_url": srv.url, "max_share": 0.05,
+                                                             "min_confidence": 1.0, "eval_pairs": 40, "few_shot": 4},
+                          # the tiny model behind the endpoint judges some random probe pairs relevant
+                          "probe": {"random_pairs": 300, "min_random_grade0_share": 0.9}}}
+        out = grade_flow("quick", ov)
+        served = srv.completions
+    j = out["llm_judge"]
+    assert j["requests"] >= served > 0 and j["prompt_tokens"] > 0 and j["latency_median_s"] is not None
+    assert j["union_pairs_judged"] > 0 and j["few_shot"] == 4
+    g = read_parquet(dst / "grading" / "grades.parquet")
+    assert (g["deciding_stage"] == 4).sum() > 0 and g["teacher_version"].str.startswith("llm-judge@").any()
+    m = out["metrics"]["llm_judge_alone"]
+    assert m["n"] == 40 - m["pairs_failed"] and 0 <= m["binary"] <= 1
 
 
 def test_bad_union_is_rejected_and_nothing_is_written(root, tmp_path):

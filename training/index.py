@@ -38,12 +38,15 @@ class Progress:
         return time.perf_counter() - self.t0
 
 
-def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int = 32, precision: str = "bf16",
+def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int = 32, precision: str = "auto",
            progress_every_s: float = 10.0, what: str = "encode") -> np.ndarray:
     """L2-normalized float32 embeddings; distinct texts only, longest first in chunks
     (little padding), bf16 autocast on CPU when asked."""
     import torch
 
+    from relgrade.util import resolve_precision
+
+    precision = resolve_precision(precision)
     n = len(texts)
     dim = model.get_embedding_dimension()
     if n == 0:

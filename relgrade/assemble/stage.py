@@ -82,6 +82,7 @@ def run(cfg: RelgradeConfig, publish_gated: Callable[[pd.DataFrame], dict] | Non
         "stage": "assemble", "rows": manifest["rows"], "cut_ts": manifest["cut_ts"],
         "content_hash": manifest["content_hash"], "timings": manifest["timings"],
         "spearman_with_human_grade": {k: v["spearman"] for k, v in ev.items()},
+        "gate_pass_share": (manifest.get("gated_engagement") or {}).get("gate_pass_share"),
         "paths": {k: str(v) for k, v in out.items()},
     }
     log.info("training set: %d rows, %d queries in %.1fs; Spearman with the human grade on %s: %s",

@@ -121,14 +121,39 @@ class ScaleMap:
         return cls(np.asarray(d["x"], dtype=float), np.asarray(d["y"], dtype=float))
 
 
-def decide_grade(probs: np.ndarray, rule: str = "quadratic") -> np.ndarray:
-    """The grade of each distribution: ``argmax`` (most probable grade) or
-    ``quadratic`` (the integer nearest the expected grade: the Bayes decision under the
-    squared-error loss that quadratic weighted kappa and RMSE charge)."""
+@dataclass(frozen=True)
+class GradeRule:
+    """How a distribution over grades 0..3 becomes one grade: ``name`` is ``argmax``
+    or ``quadratic``, and only ``grades`` (the grades the source's judgments use) may be
+    published. WANDS, for one, maps its labels to 0, 1 and 3: a pair half way between
+    "partial" and "exact" must not get a grade 2 no human could have given."""
+
+    name: str = "quadratic"
+    grades: tuple[int, ...] = tuple(range(N_GRADES))
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        return decide_grade(probs, self.name, self.grades)
+
+
+def decide_grade(probs: np.ndarray, rule: "str | GradeRule" = "quadratic", grades=None) -> np.ndarray:
+    """The grade of each distribution among ``grades`` (default: all of 0..3):
+    ``argmax`` (the most probable allowed grade) or ``quadratic`` (the allowed grade
+    ``g`` minimizing the expected squared error ``sum_k p_k (g - k)^2``: the Bayes
+    decision under the loss that quadratic weighted kappa and RMSE charge; with every
+    grade allowed it is the integer nearest the expected grade, halves rounded up)."""
+    if isinstance(rule, GradeRule):
+        rule, grades = rule.name, rule.grades
+    probs = np.asarray(probs, dtype=float)
+    allowed = np.arange(probs.shape[1]) if grades is None else np.asarray(sorted(set(int(g) for g in grades)))
+    if len(allowed) == 0:
+        raise ValueError("a grade rule needs at least one allowed grade")
     if rule == "argmax":
-        return probs.argmax(axis=1).astype(np.int64)
+        return allowed[probs[:, allowed].argmax(axis=1)].astype(np.int64)
     if rule == "quadratic":
-        return np.clip(np.floor(probs @ np.arange(probs.shape[1]) + 0.5), 0, probs.shape[1] - 1).astype(np.int64)
+        k = np.arange(probs.shape[1])
+        loss = probs @ ((allowed[None, :] - k[:, None]) ** 2)  # (n, allowed): expected squared error
+        # ties (an expected grade exactly half way) go to the higher grade, as rounding half up
+        return allowed[len(allowed) - 1 - loss[:, ::-1].argmin(axis=1)].astype(np.int64)
     raise ValueError(f"unknown grade rule {rule!r} (argmax | quadratic)")
 
 
@@ -140,7 +165,7 @@ def qwk(y: np.ndarray, pred: np.ndarray) -> float:
 
 def agreement_metrics(probs: np.ndarray, y: np.ndarray, raw: np.ndarray | None = None,
                       scale: ScaleMap | None = None, positive_grade: int = 2, bins: int = 15,
-                      rule: str = "quadratic") -> dict:
+                      rule: "str | GradeRule" = "quadratic") -> dict:
     """Exact, within-one, binary (grade >= positive_grade) agreement, QWK, ECE and RMSE
     on the raw scale (through ``scale``) of calibrated ``probs`` against human ``y``."""
     pred = decide_grade(probs, rule)
@@ -156,7 +181,9 @@ def agreement_metrics(probs: np.ndarray, y: np.ndarray, raw: np.ndarray | None =
         "mean_confidence": float(probs.max(axis=1).mean()),
         "rmse_grade": float(np.sqrt(np.mean((expected - y) ** 2))),
     }
+    out["rmse_raw"] = None  # on the source's raw scale: only where it has one (a numeric label)
     if raw is not None and scale is not None:
         ok = ~np.isnan(raw)
-        out["rmse_raw"] = float(np.sqrt(np.mean((scale(expected[ok]) - raw[ok]) ** 2)))
+        if ok.any():
+            out["rmse_raw"] = float(np.sqrt(np.mean((scale(expected[ok]) - raw[ok]) ** 2)))
     return out

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from relgrade.grading.calibration import N_GRADES, as_targets, decide_grade
+from relgrade.grading.calibration import N_GRADES, GradeRule, as_targets, decide_grade
 
 log = logging.getLogger("relgrade.grading")
 
@@ -85,7 +85,7 @@ def weighted_qwk(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -
 
 def choose_thresholds(dev_probs: list[np.ndarray], dev_targets, dev_weights: np.ndarray | None,
                       union_conf: list[np.ndarray], costs: list[float], budget: float, grid: list[float],
-                      rule: str = "quadratic", judged: np.ndarray | None = None) -> dict:
+                      rule: "str | GradeRule" = "quadratic", judged: np.ndarray | None = None) -> dict:
     """The threshold vector with the best weighted dev QWK whose modelled union compute
     is within ``budget`` (s per million pairs). ``dev_probs[k]``: stage k+1's calibrated
     probabilities on every dev pair; ``union_conf[k]``: its confidence on the union
@@ -141,7 +141,8 @@ class TeacherCascade:
     """``stacks[k]`` is stage k+1 (a :class:`StackedTeacher` over teachers 1..k+1);
     ``thresholds[k]`` moves a pair from stage k+1 to k+2."""
 
-    def __init__(self, stacks: list, thresholds: list[float], llm=None, llm_threshold: float | None = None):
+    def __init__(self, stacks: list, thresholds: list[float], llm=None, llm_threshold: float | None = None,
+                 rule: GradeRule | None = None):
         if len(thresholds) != len(stacks) - 1:
             raise ValueError(f"{len(stacks)} stages need {len(stacks) - 1} thresholds, got {len(thresholds)}")
         for k, st in enumerate(stacks):
@@ -149,6 +150,7 @@ class TeacherCascade:
                 raise ValueError("stage k must stack exactly the teachers of stages 1..k, in order")
         self.stacks, self.teachers = stacks, stacks[-1].members
         self.thresholds, self.llm, self.llm_threshold = list(thresholds), llm, llm_threshold
+        self.rule = rule or GradeRule()  # how a distribution becomes the published grade
 
     @property
     def version(self) -> str:
@@ -208,7 +210,7 @@ class TeacherCascade:
         return CascadeResult(p, stage, versions, secs, counts, failed)
 
 
-def grade_frame(pairs: pd.DataFrame, res: CascadeResult, rule: str = "quadratic") -> pd.DataFrame:
+def grade_frame(pairs: pd.DataFrame, res: CascadeResult, rule: "str | GradeRule" = "quadratic") -> pd.DataFrame:
     """The grade columns of ``relevance_grade_fv`` for ``pairs``."""
     p = res.probs
     out = pd.DataFrame({"query_id": pairs["query_id"].astype(str).to_numpy(dtype=object),

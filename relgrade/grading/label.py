@@ -91,7 +91,10 @@ def load_cascade(cfg: RelgradeConfig):
         st = StackedTeacher(teachers[:k + 1], g.ensemble_c, g.seed)
         st.stacker, st.temperature = stacker, temp
         stacks.append(st)
-    return TeacherCascade(stacks, doc["thresholds"]), doc.get("prior"), doc
+    from relgrade.grading.calibration import GradeRule
+
+    r = doc.get("grade_rule") or {"name": g.grade_rule, "grades": [0, 1, 2, 3]}
+    return TeacherCascade(stacks, doc["thresholds"], rule=GradeRule(r["name"], tuple(r["grades"]))), doc.get("prior"), doc
 
 
 def resolve_pairs(pairs: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

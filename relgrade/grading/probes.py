@@ -106,7 +106,10 @@ class UnionEvidence:
         self.labels = band_labels(self.edges)
         best = best_rank(inp.union)
         self.band = rank_band(best, self.edges)
-        self.human = human_grade_of(grades, inp.judgments)
+        # judgments of dev and test queries only: train pairs carry their judgment as the
+        # published grade (the human anchor), agreement on them would measure nothing
+        held_out = inp.queries.loc[inp.queries["split"] != "train", "query_id"].astype(str)
+        self.human = human_grade_of(grades, inp.judgments[inp.judgments["query_id"].astype(str).isin(set(held_out))])
         self.probe = probe
         self.snapshot_ts = inp.snapshot_ts
         agreement = pd.to_numeric(inp.union["agreement"], errors="coerce").fillna(0).astype(int).to_numpy()
@@ -122,12 +125,14 @@ class UnionEvidence:
         filled = [r["group"] for r in self.by_band if r["group"] in self.labels[:len(self.edges)] and r["pairs"] > 0]
         self.top_band = self.labels[0]
         self.deep_band = filled[-1] if filled else self.labels[len(self.edges) - 1]
+        self.blind = blind_agreement(cfg, grades)
         top = next((r for r in self.by_band if r["group"] == self.top_band), None)
         deep = next((r for r in self.by_band if r["group"] == self.deep_band), None)
         self.band_drop = (top["mean_expected_grade"] - deep["mean_expected_grade"]) if top and deep else None
 
     def to_json(self) -> dict:
-        return {"random_pair_probe": self.probe_summary, "top_band": self.top_band, "deep_band": self.deep_band, "by_best_rank_band": self.by_band,
+        return {"random_pair_probe": self.probe_summary, "top_band": self.top_band, "deep_band": self.deep_band,
+                "blind_rated_pairs": self.blind, "by_best_rank_band": self.by_band,
                 "by_agreement": self.by_agreement, "by_channel_pattern": self.by_pattern,
                 "judged_union_pairs": self.judged, "top_minus_deep_band_expected_grade": self.band_drop}
 
@@ -147,3 +152,39 @@ class UnionEvidence:
 
 def union_evidence(cfg, inp, grades: pd.DataFrame, probe: pd.DataFrame | None) -> UnionEvidence:
     return UnionEvidence(cfg, inp, grades, probe)
+
+
+def blind_grade(mean_rating: np.ndarray) -> np.ndarray:
+    """Home Depot's rule on a mean 1..3 rating (< 1.5 -> 0, < 2.0 -> 1, < 2.5 -> 2, else 3)."""
+    r = np.asarray(mean_rating, dtype=float)
+    return np.select([r < 1.5 - 1e-9, r < 2.0 - 1e-9, r < 2.5 - 1e-9], [0, 1, 2], default=3)
+
+
+def blind_agreement(cfg, grades: pd.DataFrame) -> dict | None:
+    """The published grades against the blind ratings of ``dataset.blind_ratings_path``
+    (pairs of dev queries rated from query and title alone): overall and per band for the
+    unjudged union pairs, and the raters' own agreement with the human grades on the
+    judged ones. None without the file or without overlap."""
+    path = cfg.resolve(cfg.dataset.blind_ratings_path) if cfg.dataset.blind_ratings_path else None
+    if path is None or not path.exists():
+        return None
+    b = pd.read_csv(path, dtype={"query_id": str, "item_id": str})
+    b["blind_grade"] = blind_grade(b[["r1", "r2", "r3"]].mean(axis=1))
+    m = b.merge(grades[["query_id", "item_id", "grade", "expected_grade"]], on=["query_id", "item_id"], how="inner")
+    if len(m) == 0:
+        return None
+
+    def agree(d: pd.DataFrame) -> dict:
+        bg, g = d["blind_grade"].to_numpy(dtype=int), d["grade"].to_numpy(dtype=int)
+        return {"pairs": int(len(d)), "qwk": qwk(bg, g) if len(set(bg)) > 1 else None,
+                "binary": float(((bg >= 2) == (g >= 2)).mean()), "exact": float((bg == g).mean()),
+                "mean_grade": float(g.mean()), "mean_blind_grade": float(bg.mean()),
+                "grade_0": float((g == 0).mean()), "blind_grade_0": float((bg == 0).mean())}
+
+    un = m[m["kind"] == "unjudged"]
+    out = {"file": str(path), "unjudged": agree(un) if len(un) else None,
+           "unjudged_by_band": [{"group": k, **agree(d)} for k, d in un.groupby("band", sort=False)]}
+    jd = m[m["kind"] == "judged"]
+    if len(jd):
+        out["judged"] = agree(jd)
+    return out

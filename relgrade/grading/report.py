@@ -137,6 +137,29 @@ def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, u
               "dev share reaching it": ch["dev_reach"][int(k) - 1]} for k, v in u["reach_share"].items()]
     teach = [{"stage": k, **v} for k, v in summary["teachers"].items()]
     pr = summary["probes"]
+    blind = pr.get("blind_rated_pairs")
+    cols_b = ["group", "pairs", "qwk", "binary", "exact", "mean_grade", "mean_blind_grade", "grade_0", "blind_grade_0"]
+    if blind and blind.get("unjudged"):
+        order = {b: i for i, b in enumerate(["1-5", "6-10", "11-25", "26-50", "51-100"])}
+        by_band = sorted(blind["unjudged_by_band"], key=lambda r: order.get(r["group"], 99))
+        blind_html = ("<h3>Blind-rated union pairs of dev queries</h3><p>Rated from query and title alone by three "
+                      "raters (instances of one AI assistant; data/homedepot/PROVENANCE.md), mean rating mapped by the "
+                      "source's rule. Published grades against them:</p>"
+                      + table([{"group": "all unjudged", **blind["unjudged"]}] + by_band, cols_b)
+                      + (table([{"group": "judged pairs (raters vs published)", **blind["judged"]}], cols_b)
+                         if blind.get("judged") else ""))
+    else:
+        blind_html = ""
+    judge = summary.get("llm_judge") or {}
+    if judge.get("enabled"):
+        jm = m.get("llm_judge_alone") or {}
+        blind_html += ("<h3>LLM judge</h3>" + table([{k: judge.get(k) for k in (
+            "model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
+            "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s")}],
+            ["model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
+             "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s"])
+            + (f"<p>The judge alone on {jm.get('n')} test pairs, through the same HTTP path:</p>"
+               + table([{"stage": "llm judge alone", **jm}], METRIC_COLS[:6]) if jm else ""))
     t_items = "".join(
         f"<li class=\"{'ok' if t['met'] else 'miss'}\">{html.escape(k)}: {t['measured'] if t['measured'] is None else round(t['measured'], 4)}"
         f" (goal {'&le;' if k == 'rmse_raw' else '&ge;'} {t['goal']})</li>" for k, t in targets.items())
@@ -163,6 +186,7 @@ The cascade row is graded through the same code path, thresholds and caps as the
 {table(pr['by_best_rank_band'], ['group', 'pairs', 'mean_expected_grade', 'grade_0', 'grade_1', 'grade_2', 'grade_3'])}
 <h3>By channel agreement (channels that found the pair)</h3>
 {table(pr['by_agreement'], ['group', 'pairs', 'mean_expected_grade', 'grade_0', 'grade_1', 'grade_2', 'grade_3'])}
+{blind_html}
 <h3>Union pairs that carry a human label</h3>
 {table([pr['judged_union_pairs']], ['pairs', 'exact', 'within_one', 'binary', 'qwk', 'rmse_grade', 'mean_grade', 'mean_human_grade'])}
 <h2>Calibration (test, judged population)</h2>{img('reliability')}

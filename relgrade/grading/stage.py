@@ -29,11 +29,12 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.contract import ContractError
-from relgrade.grading.calibration import N_GRADES, ScaleMap, agreement_metrics, as_targets, reliability
+from relgrade.grading.calibration import N_GRADES, GradeRule, ScaleMap, agreement_metrics, as_targets, reliability
 from relgrade.grading.cascade import TeacherCascade, choose_thresholds, grade_frame
 from relgrade.grading.features import PairFeaturizer
 from relgrade.grading.negatives import with_negatives
-from relgrade.grading.teachers import CrossEncoderTeacher, GBMTeacher, StackedTeacher, Teacher, digest, pair_targets
+from relgrade.grading.teachers import (CrossEncoderTeacher, GBMTeacher, StackedTeacher, Teacher, digest, pair_targets,
+                                       soft_grade_targets)
 from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
 from relgrade.util import Progress, utc_now
 
@@ -98,8 +99,8 @@ def labelled_sets(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Da
         if len(d) == 0:
             raise ContractError(f"no human judgments for {s}-split queries: grading needs train, dev and test labels")
     have = sorted(sets["train"]["grade"].astype(int).unique())
-    if have != list(range(N_GRADES)):
-        raise ContractError(f"train-split judgments must cover grades 0..3 to train the teachers; got {have}")
+    if len(have) < 2:
+        raise ContractError(f"train-split judgments must use at least two grades to train the teachers; got {have}")
     return sets
 
 
@@ -178,6 +179,7 @@ class Calibration:
     scale: dict  # stage name -> ScaleMap | None (expected grade -> the source's raw score), fitted on dev
     dev_metrics: dict
     key: str
+    rule: GradeRule = field(default_factory=GradeRule)  # the grade rule over the grades the judgments use
 
     def to_json(self) -> dict:
         s = self.search
@@ -185,7 +187,7 @@ class Calibration:
                 "chosen": s["chosen"], "unbounded_best": s["unbounded_best"], "prior_train": self.prior_train,
                 "calibration": {t.name: t.calibration_state() for t in self.teachers}
                 | {f"stage{k + 1}": st.calibration_state() for k, st in enumerate(self.stacks)},
-                "dev": self.dev_metrics, "key": self.key}
+                "dev": self.dev_metrics, "key": self.key, "grades": list(self.rule.grades)}
 
 
 def calibration_targets(pairs: pd.DataFrame) -> np.ndarray:
@@ -196,6 +198,12 @@ def calibration_targets(pairs: pd.DataFrame) -> np.ndarray:
     judged = (pairs["origin"] == "judged").to_numpy() if "origin" in pairs else np.ones(len(pairs), dtype=bool)
     S[judged] = as_targets(pairs["grade"].to_numpy(dtype=np.int64)[judged])
     return S
+
+
+def grade_rule(cfg: RelgradeConfig, inp: Inputs) -> GradeRule:
+    """``grading.grade_rule`` over the grades the source's judgments use (all splits)."""
+    present = sorted(int(x) for x in pd.unique(inp.judgments["grade"].astype(np.int64)))
+    return GradeRule(cfg.grading.grade_rule, tuple(present) or tuple(range(N_GRADES)))
 
 
 def judged_prior(inp: Inputs) -> np.ndarray:
@@ -238,6 +246,7 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, teachers: li
     for): each teacher's calibration, the stacks of stages 2..K, and the thresholds that
     fit the compute budget on a sample of the union."""
     g = cfg.grading
+    rule = grade_rule(cfg, inp)
     S, w = calibration_targets(dev), dev["weight"].to_numpy(dtype=float)
     z, _ = stage_logits(teachers, fz, dev)
     for t, zt in zip(teachers, z):
@@ -257,7 +266,7 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, teachers: li
     hard = (dev["origin"] != "random").to_numpy()
     search = choose_thresholds([p[hard] for p in probs], S[hard], w[hard], conf_u,
                                [s.cost_s_per_million for s in g.stages], g.compute_budget_s_per_million,
-                               g.threshold_grid, g.grade_rule, judged[hard])
+                               g.threshold_grid, rule, judged[hard])
     prior = (S * w[:, None]).sum(axis=0) / w.sum()
     from relgrade.grading.priorshift import adjust
 
@@ -266,26 +275,38 @@ def calibrate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, teachers: li
     scale, dev_metrics = {}, {}
     yj = dev["grade"].to_numpy(dtype=np.int64)[judged]
     rj = None if raw is None else raw[judged]
-    for k, p in enumerate(probs):
+    from relgrade.grading.cascade import decide
+
+    mixed, _ = decide(probs, search["thresholds"])  # the cascade's own outputs on dev
+    for name, p in [(f"stage{k + 1}", p) for k, p in enumerate(probs)] + [("cascade", mixed)]:
         pk = adjust(p[judged], prior, pj)  # the judged population's posteriors
-        scale[f"stage{k + 1}"] = ScaleMap.fit(pk @ np.arange(N_GRADES), rj)
-        dev_metrics[f"stage{k + 1}"] = agreement_metrics(pk, yj, rj, scale[f"stage{k + 1}"], g.positive_grade,
-                                                         g.ece_bins, g.grade_rule)
+        scale[name] = ScaleMap.fit(pk @ np.arange(N_GRADES), rj)
+        dev_metrics[name] = agreement_metrics(pk, yj, rj, scale[name], g.positive_grade, g.ece_bins, rule)
     key = digest([t.version for t in teachers], [t.calibration_state() for t in teachers],
                  [st.calibration_state() for st in stacks], search["thresholds"], g.max_share, g.grade_rule,
-                 g.prior_shift)
-    return Calibration(teachers, stacks, search["thresholds"], search, prior.tolist(), scale, dev_metrics, key)
+                 g.prior_shift, list(rule.grades))
+    return Calibration(teachers, stacks, search["thresholds"], search, prior.tolist(), scale, dev_metrics, key, rule)
 
 
-def build_cascade(cfg: RelgradeConfig, cal: Calibration) -> TeacherCascade:
+def build_judge(cfg: RelgradeConfig, fz: PairFeaturizer | None = None, inp: Inputs | None = None):
+    """The LLM judge of ``grading.llm_judge`` (None when disabled), checked reachable,
+    with its few-shot examples from the train judgments."""
     j = cfg.grading.llm_judge
-    llm = None
-    if j.enabled:
-        from relgrade.grading.llm_judge import LLMJudgeTeacher
+    if not j.enabled:
+        return None
+    from relgrade.grading.llm_judge import LLMJudgeTeacher, few_shot_examples
 
-        llm = LLMJudgeTeacher(j.base_url, j.model, j.api_key_env, j.timeout_s, j.judge_confidence)
-        llm.check()  # unreachable endpoint: a clear error before any pair is graded
-    return TeacherCascade(cal.stacks, cal.thresholds, llm, j.min_confidence if j.enabled else None)
+    examples = few_shot_examples(inp.sets["train"], fz.texts, j.few_shot, cfg.grading.seed) if fz and inp else []
+    llm = LLMJudgeTeacher(j, cfg.paths.root / "cache" / "llm_judge.sqlite", examples)
+    llm.check()  # unreachable endpoint: a clear error before any pair is graded
+    return llm
+
+
+def build_cascade(cfg: RelgradeConfig, cal: Calibration, fz: PairFeaturizer | None = None,
+                  inp: Inputs | None = None) -> TeacherCascade:
+    llm = build_judge(cfg, fz, inp)
+    return TeacherCascade(cal.stacks, cal.thresholds, llm, cfg.grading.llm_judge.min_confidence if llm else None,
+                          cal.rule)
 
 
 def grade_pairs(cfg: RelgradeConfig, fz: PairFeaturizer, cascade: TeacherCascade, pairs: pd.DataFrame,
@@ -297,13 +318,13 @@ def grade_pairs(cfg: RelgradeConfig, fz: PairFeaturizer, cascade: TeacherCascade
     for lo in range(0, len(pairs), g.chunk_size):
         part = pairs.iloc[lo:lo + g.chunk_size]
         res = cascade.grade(part, fz, g.max_share, g.llm_judge.max_share if g.llm_judge.enabled else None)
-        frames.append(grade_frame(part, res, g.grade_rule))
+        frames.append(grade_frame(part, res, cascade.rule))
     out = pd.concat(frames, ignore_index=True) if frames else grade_frame(pairs.iloc[:0], cascade.grade(pairs.iloc[:0], fz))
-    return apply_prior(out, prior, g.grade_rule) if prior else out
+    return apply_prior(out, prior, cascade.rule) if prior else out
 
 
 # --------------------------------------------------------------------------- prior shift
-def apply_prior(grades: pd.DataFrame, prior: dict, rule: str) -> pd.DataFrame:
+def apply_prior(grades: pd.DataFrame, prior: dict, rule: GradeRule) -> pd.DataFrame:
     """Posteriors corrected from the calibration prior to ``prior["prior"]``
     (relgrade/grading/priorshift.py); grade, expected grade and confidence recomputed."""
     from relgrade.grading.calibration import decide_grade
@@ -359,7 +380,7 @@ def evaluate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: Teac
     K = len(probs)
 
     def score(p: np.ndarray, scale) -> dict:
-        return agreement_metrics(p, y, raw, scale, g.positive_grade, g.ece_bins, g.grade_rule)
+        return agreement_metrics(p, y, raw, scale, g.positive_grade, g.ece_bins, cal.rule)
 
     metrics, as_published, rel = {}, {}, {}
     for k, p in enumerate(probs):
@@ -372,7 +393,7 @@ def evaluate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: Teac
         metrics[f"{t.name}_alone"] = score(to_population(t.proba_from_logits(zt), cal, pj), None)
     published = grade_pairs(cfg, fz, cascade, test, prior)
     pp = published[[f"p_grade_{k}" for k in range(N_GRADES)]].to_numpy(dtype=float)
-    m = score(to_population(pp, cal, pj), cal.scale[f"stage{K}"])
+    m = score(to_population(pp, cal, pj), cal.scale["cascade"])
     st = published["deciding_stage"].to_numpy()
     m.update({"deciding_stage_share": {str(s): float((st == s).mean()) for s in range(1, K + 1)},
               "thresholds": cal.thresholds, "caps": g.max_share, "prior_shift": g.prior_shift})
@@ -383,19 +404,32 @@ def evaluate(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: Teac
         from relgrade.grading.cascade import decide
 
         pu, _ = decide(probs, cal.thresholds)
-        metrics["cascade_uncapped"] = score(to_population(pu, cal, pj), cal.scale[f"stage{K}"])
+        metrics["cascade_uncapped"] = score(to_population(pu, cal, pj), cal.scale["cascade"])
     # the random-pair probe: dev queries x uniform catalog items, graded like the union
     dev_q = inp.sets["dev"]["query_id"].unique()
     exclude = pd.concat([inp.union[["query_id", "item_id"]].astype(str),
                          inp.judgments[["query_id", "item_id"]].astype(str)])
     probe_pairs = random_pairs(dev_q, fz.item_index.to_numpy(dtype=object), exclude, g.probe.random_pairs, g.seed + 3)
     probe = grade_pairs(cfg, fz, cascade, probe_pairs, prior) if len(probe_pairs) else None
+    if cascade.llm is not None:  # the judge alone on a sample of test pairs, through its HTTP path
+        n_j = min(g.llm_judge.eval_pairs, len(test))
+        sample = test.sample(n_j, random_state=g.seed) if n_j else test.iloc[:0]
+        qj, ij = fz.texts(sample)
+        jg = cascade.llm.grade_texts(qj, ij)
+        ok = jg >= 0
+        yj = sample["grade"].to_numpy(dtype=np.int64)
+        if ok.any():
+            pj_ = np.eye(N_GRADES)[jg[ok]]
+            metrics["llm_judge_alone"] = score_subset = agreement_metrics(pj_, yj[ok], None, None, g.positive_grade,
+                                                                          g.ece_bins, "argmax")
+            score_subset["pairs_failed"] = int((~ok).sum())
     test_scores = pd.DataFrame({"query_id": test["query_id"].astype(str).to_numpy(),
                                 "item_id": test["item_id"].astype(str).to_numpy(), "grade": y,
                                 **{f"expected_grade_stage{k + 1}": p @ np.arange(N_GRADES) for k, p in enumerate(probs)},
                                 "expected_grade_cascade": published["expected_grade"].to_numpy()})
     n = len(test)
-    return {"metrics": metrics, "as_published": as_published, "reliability": rel, "probe": probe,
+    return {"llm_judge": cascade.llm.summary() if cascade.llm is not None else None,
+            "metrics": metrics, "as_published": as_published, "reliability": rel, "probe": probe,
             "test_scores": test_scores, "judged_prior": pj.tolist(), "calibration_prior": cal.prior_train,
             "measured_s_per_million": {t.name: 1e6 * s / max(n, 1) for t, s in zip(cal.teachers, secs)},
             "mean_baseline_rmse_raw": None if raw is None or np.isnan(raw).all() else
@@ -437,7 +471,7 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
             raise StopAfter(f"stopped after {stop_after} chunk(s)")
         part = u.iloc[lo:hi]
         res = cascade.grade(part, fz, g.max_share, g.llm_judge.max_share if g.llm_judge.enabled else None)
-        frame = grade_frame(part, res, g.grade_rule)
+        frame = grade_frame(part, res, cascade.rule)
         frame["graded_at"] = pd.Timestamp(utc_now()).floor("us")
         write_parquet_atomic(frame, path)
         stats["graded_chunks"] += 1
@@ -456,14 +490,49 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
     return grades, stats
 
 
+def anchor_judgments(cfg: RelgradeConfig, inp: Inputs, grades: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The human judgments are the anchor: a union pair of a train-split query that a
+    person judged (before the snapshot) is published with that judgment - its soft
+    target as the distribution, ``deciding_stage`` 0, ``teacher_version`` ``human`` -
+    instead of the teachers' estimate, as distillation keeps gold labels where they
+    exist. Dev and test pairs keep the teachers' grades, so the probes and the reports
+    measure the teachers. Off with ``grading.anchor_judgments: false``."""
+    if not cfg.grading.anchor_judgments:
+        return grades, 0
+    from relgrade.grading.calibration import decide_grade
+
+    tr = inp.sets["train"]
+    tr = tr[pd.to_datetime(tr["judged_at"], utc=True) <= inp.snapshot_ts] if "judged_at" in tr else tr
+    raw = tr["raw_score"].to_numpy(dtype=float) if "raw_score" in tr else None
+    S = soft_grade_targets(tr["grade"].to_numpy(dtype=np.int64), raw)
+    idx = pd.MultiIndex.from_frame(tr[["query_id", "item_id"]].astype(str))
+    pos = idx.get_indexer(pd.MultiIndex.from_frame(grades[["query_id", "item_id"]].astype(str)))
+    hit = pos >= 0
+    if not hit.any():
+        return grades, 0
+    out = grades.copy()
+    p = S[pos[hit]].astype(float)
+    cols = [f"p_grade_{k}" for k in range(N_GRADES)]
+    out.loc[hit, cols] = p
+    out.loc[hit, "grade"] = decide_grade(p, grade_rule(cfg, inp))
+    out.loc[hit, "expected_grade"] = np.clip(p @ np.arange(N_GRADES), 0.0, 3.0)
+    out.loc[hit, "confidence"] = p.max(axis=1)
+    out.loc[hit, "deciding_stage"] = 0
+    out.loc[hit, "teacher_version"] = "human"
+    return out, int(hit.sum())
+
+
 def finish_grades(cfg: RelgradeConfig, inp: Inputs, grades: pd.DataFrame,
                   prior: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Prior shift (when estimated), event_timestamp (the snapshot instant) and refined
-    category/difficulty_level; returns (grades table, refined union)."""
+    """Prior shift (when estimated), the human anchor (:func:`anchor_judgments`),
+    event_timestamp (the snapshot instant) and refined category/difficulty_level;
+    returns (grades table, refined union)."""
     from relgrade.mining.prior import refine_levels
 
     if prior:
-        grades = apply_prior(grades, prior, cfg.grading.grade_rule)
+        grades = apply_prior(grades, prior, grade_rule(cfg, inp))
+    grades, n_anchor = anchor_judgments(cfg, inp, grades)
+    log.info("human anchor: %d union pairs of train queries published with their judgment", n_anchor)
     m = cfg.mining
     refined = refine_levels(inp.union, grades[["query_id", "item_id", "grade"]], m.near_top_rank, m.high_rank,
                             cfg.grading.positive_grade)
@@ -491,7 +560,8 @@ def save_cascade(cfg: RelgradeConfig, cal: Calibration, prior: dict | None) -> P
     d.mkdir(parents=True, exist_ok=True)
     doc = {"key": cal.key, "teachers": [{"name": t.name, "kind": t.kind, "version": t.version,
                                          "dir": str(_stage_dir(cfg, t.name, t.version))} for t in cal.teachers],
-           "thresholds": cal.thresholds, "prior": prior, "feature_names": None}
+           "thresholds": cal.thresholds, "prior": prior, "feature_names": None,
+           "grade_rule": {"name": cal.rule.name, "grades": list(cal.rule.grades)}}
     tmp = d / ".calibration.pkl.tmp"
     tmp.write_bytes(pickle.dumps({"teachers": [(t.temperature, getattr(t, "calibrator", None)) for t in cal.teachers],
                                   "stacks": [(st.stacker, st.temperature) for st in cal.stacks], "scale": cal.scale}))
@@ -513,8 +583,11 @@ def summarize(cfg: RelgradeConfig, inp: Inputs, cal: Calibration, ev: dict, grad
     measured = 1e6 * sum(secs.values()) / max(n - 0, 1) if secs else None
     union = {
         "pairs": n,
-        "deciding_stage_share": {str(k): float((st == k).mean()) for k in range(1, len(cal.stacks) + 1)},
-        "reach_share": {str(k): float((st >= k).mean()) for k in range(1, len(cal.stacks) + 1)},
+        "deciding_stage_share": {str(k): float((st == k).mean()) for k in range(0, len(cal.stacks) + 1)},
+        # share of union pairs each teacher stage scored (graded before the human anchor)
+        "reach_share": {str(k): float(gstats.get("counts", {}).get(str(k), 0)) / max(n, 1)
+                        for k in range(1, len(cal.stacks) + 1)},
+        "human_anchored": int((st == 0).sum()),
         "grade_counts": {str(k): int(v) for k, v in grades["grade"].value_counts().sort_index().items()},
         "level_counts": {str(k): int(v) for k, v in grades["difficulty_level"].value_counts().sort_index().items()},
         "category_counts": {str(k): int(v) for k, v in grades["category"].value_counts().items()},
@@ -548,6 +621,8 @@ def summarize(cfg: RelgradeConfig, inp: Inputs, cal: Calibration, ev: dict, grad
         "mean_baseline_rmse_raw": ev["mean_baseline_rmse_raw"], "union": union, "probes": evidence.to_json(),
         "probe": probe, "teachers": trained, "prior_shift": prior,
         "negatives": g.negatives.model_dump(),
-        "llm_judge": {"enabled": g.llm_judge.enabled, "failed_pairs": gstats.get("llm_failed", 0)},
+        "llm_judge": {"enabled": g.llm_judge.enabled, "failed_pairs": gstats.get("llm_failed", 0),
+                      "union_pairs_judged": gstats.get("counts", {}).get(str(len(cal.stacks) + 1), 0),
+                      **(ev.get("llm_judge") or {})},
         "artifact_table": table,
     }

@@ -54,6 +54,17 @@ def digest(*parts: object) -> str:
     return h.hexdigest()[:12]
 
 
+def full_classes(classes, values: np.ndarray, fill: float) -> np.ndarray:
+    """(n, k) outputs over the classes an estimator saw -> (n, 4) over grades 0..3 (a
+    source whose labels never use a grade, WANDS has no grade 2, leaves it at ``fill``)."""
+    classes = [int(c) for c in classes]
+    if classes == list(range(N_GRADES)):
+        return values
+    out = np.full((len(values), N_GRADES), fill, dtype=float)
+    out[:, classes] = values
+    return out
+
+
 class Teacher(ABC):
     """One stage of the cascade."""
 
@@ -166,8 +177,8 @@ class GBMTeacher(Teacher):
                                            random_state=seed, early_stopping=False)
         with threadpool_limits(threads):  # OpenMP spin-waits badly on a shared 2-core box
             m.fit(X[rows], grades, sample_weight=w)
-        if list(m.classes_) != list(range(N_GRADES)):
-            raise ValueError(f"stage-1 training labels must cover grades 0..3; got {list(m.classes_)}")
+        if len(m.classes_) < 2:
+            raise ValueError(f"stage-1 training labels need at least two grades; got {list(m.classes_)}")
         t = cls(settings.name, version, m, threads)
         t.train_s = time.perf_counter() - t0
         log.info("%s: GBM trained on %d pairs in %.1fs", settings.name, len(X), t.train_s)
@@ -182,7 +193,8 @@ class GBMTeacher(Teacher):
         if len(X) == 0:
             return np.zeros((0, N_GRADES))
         with threadpool_limits(self.threads):
-            return np.log(np.clip(self.model.predict_proba(X), 1e-9, 1.0))
+            p = full_classes(self.model.classes_, self.model.predict_proba(X), 0.0)
+        return np.log(np.clip(p, 1e-9, 1.0))
 
     def save(self, path: Path) -> Path:
         def w(d: Path):
@@ -358,8 +370,8 @@ class CrossEncoderTeacher(Teacher):
 
         rows, grades, w = expand_soft(targets, weights)
         self.calibrator = LogisticRegression(C=1.0, max_iter=2000).fit(np.asarray(z)[rows], grades, sample_weight=w)
-        if list(self.calibrator.classes_) != list(range(N_GRADES)):
-            raise ValueError(f"stage {self.name}: dev targets must cover grades 0..3 to calibrate a pretrained "
+        if len(self.calibrator.classes_) < 2:
+            raise ValueError(f"stage {self.name}: dev targets need at least two grades to calibrate a pretrained "
                              f"cross-encoder; got {list(self.calibrator.classes_)}")
 
     def calibration_state(self) -> dict:
@@ -373,7 +385,9 @@ class CrossEncoderTeacher(Teacher):
             return super().proba_from_logits(z)
         if self.calibrator is None:
             raise RuntimeError(f"stage {self.name}: calibrate() on dev before use")
-        return self.calibrator.predict_proba(np.asarray(z)) if len(z) else np.zeros((0, N_GRADES))
+        if not len(z):
+            return np.zeros((0, N_GRADES))
+        return full_classes(self.calibrator.classes_, self.calibrator.predict_proba(np.asarray(z)), 0.0)
 
     # ------------------------------------------------------------------ inference
     def logits(self, pairs: pd.DataFrame, ctx) -> np.ndarray:
@@ -481,8 +495,8 @@ class StackedTeacher(Teacher):
             X = self.member_features(member_logits)
             self.stacker = LogisticRegression(C=self.c, max_iter=2000, random_state=self.seed).fit(
                 X[rows], grades, sample_weight=w)
-            if list(self.stacker.classes_) != list(range(N_GRADES)):
-                raise ValueError(f"stacking needs dev targets covering grades 0..3; got {list(self.stacker.classes_)}")
+            if len(self.stacker.classes_) < 2:
+                raise ValueError(f"stacking needs dev targets of at least two grades; got {list(self.stacker.classes_)}")
         self.calibrate(self.combine(member_logits), targets, weights)
 
     def combine(self, member_logits: list[np.ndarray]) -> np.ndarray:
@@ -491,7 +505,11 @@ class StackedTeacher(Teacher):
         X = self.member_features(member_logits)
         if self.stacker is None:
             return X  # one member: its calibrated log-probabilities
-        return self.stacker.decision_function(X)
+        d = self.stacker.decision_function(X)
+        if d.ndim == 1:  # two classes: logit of the second against the first
+            d = np.column_stack([np.zeros_like(d), d])
+        # a grade the dev targets never use gets a logit far below the others
+        return full_classes(self.stacker.classes_, d, -30.0)
 
     def calibration_state(self) -> dict:
         out = {"temperature": self.temperature}

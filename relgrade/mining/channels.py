@@ -268,8 +268,11 @@ class DenseChannel(Channel):
         query_batch_size: int = 1000,
     ):
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        from relgrade.util import resolve_precision
+
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+        precision = resolve_precision(precision)
         if ann not in ("hnsw", "ivf"):
             raise ValueError(f"ann must be hnsw or ivf, got {ann!r}")
         self.model_path = str(model_path or default_model_path())
@@ -685,6 +688,9 @@ class ExternalChannel(Channel):
             raise ContractError(f"{source}: rank/score must be numeric: {exc}") from exc
         if (rank != np.floor(rank)).any() or (rank < 1).any():
             raise ContractError(f"{source}: rank must be an integer >= 1")
+        bad = np.isinf(score.to_numpy())
+        if bad.any():
+            raise ContractError(f"{source}: {int(bad.sum())} infinite score(s): give finite scores (or null)")
         out = pd.DataFrame({"query_id": df["query_id"].astype(str).to_numpy(dtype=object),
                             "item_id": df["item_id"].astype(str).to_numpy(dtype=object),
                             "rank": rank.astype(np.int64).to_numpy(), "score": score.to_numpy()})
@@ -704,8 +710,12 @@ class ExternalChannel(Channel):
             raise ContractError(f"{self.path}: not a readable Parquet file: {exc}") from exc
         df = self.validate(raw, str(self.path))
         known = df["item_id"].isin(set(_catalog_frame(catalog)["item_id"]))
+        if not known.any():
+            raise ContractError(f"{self.path}: none of its {len(df)} row(s) names an item of the catalog "
+                                f"(e.g. {df['item_id'].iloc[0]!r}): an empty channel is not a channel")
         if not known.all():
-            log.warning("external channel: %d row(s) name items not in the catalog; dropped", int((~known).sum()))
+            log.warning("external channel %s: %d of %d row(s) name items not in the catalog: dropped", self.path,
+                        int((~known).sum()), len(df))
         self.table = df[known].reset_index(drop=True)
         self.stats.update(path=str(self.path), rows=len(df), rows_unknown_item=int((~known).sum()),
                           queries=int(self.table["query_id"].nunique()))
@@ -715,7 +725,15 @@ class ExternalChannel(Channel):
         if self.table is None:
             raise RuntimeError("ExternalChannel.search before fit")
         q = _query_frame(queries)
-        t = self.table[self.table["query_id"].isin(set(q["query_id"]))]
+        known = self.table["query_id"].isin(set(q["query_id"]))
+        if not known.any():
+            raise ContractError(f"{self.path}: none of its queries is in the queries table "
+                                f"(e.g. {self.table['query_id'].iloc[0]!r}): an empty channel is not a channel")
+        if not known.all():
+            log.warning("external channel %s: %d row(s) of %d unknown quer(ies) dropped", self.path,
+                        int((~known).sum()), self.table.loc[~known, "query_id"].nunique())
+        self.stats.update(rows_unknown_query=int((~known).sum()))
+        t = self.table[known]
         t = t.assign(_neg=-t["score"].fillna(-np.inf)).sort_values(["query_id", "rank", "_neg", "item_id"], kind="stable")
         t = t.assign(rank=t.groupby("query_id").cumcount() + 1)
         out = t[t["rank"] <= k][RESULT_COLUMNS].reset_index(drop=True)
