@@ -106,6 +106,44 @@ def test_feast_serve_answers_the_online_views_over_http(store):
         proc.wait(timeout=30)
 
 
+def test_feast_ui_serves_the_registry(store):
+    """`feast ui` starts on the store relgrade wrote and its API lists the three views
+    and both feature services (the web app itself is Feast's, bundled in the wheel)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([FEAST, "-c", str(REPO_ROOT / "feature_repo"), "-f", str(store.paths.feast / "feature_store.yaml"),
+                             "ui", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> str:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            assert r.status == 200, path
+            return r.read().decode()
+
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                page = get("/")
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                assert time.monotonic() - t0 < 120, "feast ui did not start"
+                time.sleep(1)
+        assert "<html" in page.lower()
+        assert "relgrade" in get("/projects-list.json")
+        views = get("/api/v1/feature_views?project=relgrade")
+        assert all(v in views for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")), views[:500]
+        services = get("/api/v1/feature_services?project=relgrade")
+        assert "training_v1" in services and "serving_v1" in services
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_engagement_is_never_returned_stale(store):
     """A daily engagement snapshot answers for the day it describes; a lookup weeks later
     gets nulls (unknown), not that day's 7-day count as if it were current."""

@@ -247,9 +247,12 @@ def _hd_slice(n_queries: int = 120):
     return limit_queries(load(REPO / "data" / "homedepot" / "train.csv.zip"), n_queries)
 
 
+EVIL = " <script>alert(1)</script>"  # markup in every ESCI title: the reports must show it escaped
+
+
 def write_esci_layout(folder: Path) -> dict:
     """The bundled Home Depot slice in the ESCI layout: examples parquet + products jsonl
-    (grade 3/2/1/0 -> E/S/C/I)."""
+    (grade 3/2/1/0 -> E/S/C/I), each title ending in :data:`EVIL`."""
     t = _hd_slice()
     text = dict(zip(t["queries"]["query_id"], t["queries"]["text"]))
     j = t["judgments"]
@@ -261,7 +264,7 @@ def write_esci_layout(folder: Path) -> dict:
     ex.to_parquet(folder / "examples.parquet", index=False)
     with open(folder / "products.jsonl", "w") as f:
         for r in t["catalog"].itertuples():
-            f.write(json.dumps({"product_id": r.item_id, "product_title": r.title, "product_locale": "us"}) + "\n")
+            f.write(json.dumps({"product_id": r.item_id, "product_title": r.title + EVIL, "product_locale": "us"}) + "\n")
     return {"adapter": "esci", "path": str(folder / "examples.parquet"), "products_path": str(folder / "products.jsonl"),
             "encoding": "utf-8"}
 
@@ -312,6 +315,26 @@ def test_categorical_datasets_run_the_whole_pipeline(tmp_path, layout):
     assert grade["probe"]["grade_0_share"] is not None
     html = (tmp_path / "var" / "reports" / "grading" / "report.html").read_text()
     assert "Random-pair probe" in html
+    if layout == "esci":  # untrusted titles: escaped in the grading report's examples, no script in any page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        # relgrade's own pages (GX's Data Docs carry GX's scripts; with gx_data_docs on they hold no values)
+        pages = [p for p in (tmp_path / "var" / "reports").rglob("*.html") if "data_docs" not in p.parts]
+        assert len(pages) >= 5
+        for page in pages:
+            assert "<script" not in page.read_text(encoding="utf-8"), page
+        # each report as headless Chromium draws it offline: not blank, its key text there
+        from browser import ink, render
+
+        reports = tmp_path / "var" / "reports"
+        for page, key in ((reports / "mining" / "report.html", "union"), (reports / "grading" / "report.html", "Random-pair probe"),
+                          (reports / "assemble" / "report.html", "Spearman"), (reports / "evaluation" / "report.html", "NDCG@10"),
+                          (reports / "validation" / "index.html", "relevance_grade_fv")):
+            shot = tmp_path / f"{page.parent.name}.png"
+            text = render(page, shot)
+            assert key in text, (page, text[:400])
+            if page.parent.name == "grading":  # the examples show the title's markup as text
+                assert "<script>alert(1)</script>" in text
+            assert ink(shot) > 0.005, f"{page}: the screenshot is blank"
     assert "student" in out["evaluate"]["metrics"]
 
 

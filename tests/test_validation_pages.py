@@ -41,3 +41,24 @@ def test_a_refused_batch_gets_an_escaped_offline_page(tmp_path, gx_docs):
     if gx_docs:
         for f in cfg.paths.data_docs.rglob("*.html"):
             assert EVIL not in f.read_text(), f
+
+
+@pytest.mark.integration
+def test_the_validation_pages_render_offline_in_chromium(tmp_path):
+    """The index and a refused run's page as headless Chromium draws them, with no
+    network: the screenshots are not blank and the rendered text names the suite, the
+    verdict and the failed expectation."""
+    from browser import ink, render
+
+    cfg = load_config("quick", overrides={"data_root": str(tmp_path / "var")})
+    validate(_catalog(["1", "2"]), "catalog", cfg)
+    with pytest.raises(ValidationFailed) as err:
+        validate(_catalog([EVIL, EVIL, "3"]), "catalog", cfg)
+    for page, key in ((cfg.paths.validation_pages / "index.html", ["catalog", "FAILED", "passed"]),
+                      (err.value.report.data_docs, ["catalog", "FAILED", "unique"])):
+        shot = tmp_path / f"{page.stem}.png"
+        text = render(page, shot)
+        assert all(k in text for k in key), (page, text[:500])
+        assert "alert(1)" not in text or "<script>alert(1)</script>" in text  # shown as text, never run
+        assert ink(shot) > 0.005, f"{page}: the screenshot is blank"
+
