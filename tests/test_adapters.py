@@ -429,3 +429,26 @@ def test_esci_products_parquet(tmp_path, es):
     pd.testing.assert_frame_equal(a, b)
     with pytest.raises(ContractError, match=r"\['B08VSJGP1N'\] have conflicting records"):
         esci.load(ESCI_EX, path, locale=None)
+
+
+def test_html_entities_are_decoded_at_ingest():
+    """Scraped titles keep entities (`Thompson&#39;s`, `&amp;`): ingest decodes them once,
+    leaves other text alone and is idempotent; the bundled data holds such titles."""
+    from relgrade.ingest import decode_entities
+
+    cat = pd.DataFrame({"item_id": ["1", "2", "3", "4"],
+                        "title": ["Thompson&#39;s Water Seal", "Nuts &amp; Bolts 1/4&quot; x 2", "AT&T cable", None],
+                        "description": [None, "5&nbsp;ft", "plain", "x"], "brand": None, "category": None})
+    q = pd.DataFrame({"query_id": ["a", "b"], "text": ["nuts &amp; bolts", "r&d"]})
+    out = decode_entities({"catalog": cat, "queries": q})
+    assert out["catalog"]["title"].tolist()[:3] == ["Thompson's Water Seal", 'Nuts & Bolts 1/4" x 2', "AT&T cable"]
+    assert pd.isna(out["catalog"]["title"].iloc[3]) and out["catalog"]["description"].iloc[1] == "5\xa0ft"
+    assert out["queries"]["text"].tolist() == ["nuts & bolts", "r&d"]
+    again = decode_entities(out)
+    pd.testing.assert_frame_equal(again["catalog"], out["catalog"])
+    assert cat["title"].iloc[0] == "Thompson&#39;s Water Seal"  # the input is not modified
+    hd = load_dataset(DatasetConfig())
+    raw_has = hd["catalog"]["title"].str.contains(r"&#?\w+;", regex=True).sum()
+    assert raw_has > 0  # the bundled source keeps entities ...
+    dec = decode_entities(hd)["catalog"]["title"]
+    assert dec.str.contains(r"&(?:#\d+|quot|amp|lt|gt);", regex=True).sum() < raw_has  # ... and ingest decodes them
