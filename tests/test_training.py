@@ -9,6 +9,7 @@ toward its targets."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -323,6 +324,14 @@ def test_student_folder_loads_with_card_and_index(world, trained):
     index = faiss.read_index(str(folder / "index.faiss"))
     items = json.loads((folder / "index_items.json").read_text())
     assert index.ntotal == len(items) == world["tables"]["catalog"]["item_id"].nunique()
+    # the card's metadata and its FAISS search snippet, run as a user would paste it
+    assert card.startswith("---\nlibrary_name: sentence-transformers") and "base_model:" in card
+    assert "## Limitations" in card and "## Data terms" in card
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    snippet = next(b for b in blocks if "faiss.read_index" in b).replace("<this folder>", str(folder))
+    env: dict = {}
+    exec(compile(snippet, "model-card", "exec"), env)
+    assert len(env["top10"]) == 10 and all(i in set(items) for i, _ in env["top10"])
     s = trained["summary"]
     assert [st["steps"] for st in s["stages"]] == [8, 4, 8]
     assert all(st["examples_per_s"] > 0 for st in s["stages"])
