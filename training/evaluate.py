@@ -501,9 +501,9 @@ def _plots(rep: dict) -> dict[str, str]:
             if v["mean"] is None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
         ax.set_title(m)
-        lo = min((v["lo"] or 0) for v in vals)
-        if m.startswith("ndcg"):
-            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        # bars start at 0: a truncated axis would make small differences look large (the
+        # paired differences with their intervals are in the table below the plot)
+        ax.set_ylim(0.0, max(1.0 if not m.startswith("emb") else 0.0, max((v["hi"] or 0) for v in vals) * 1.15))
         goal = rep.get("target_lines", {}).get(m)
         if goal is not None:  # the target, relative to the click-trained model
             ax.axhline(goal, color="k", ls="--", lw=1, label="target")
@@ -620,6 +620,21 @@ def _f(v) -> str:
     return html.escape(str(v))
 
 
+METRIC_DEFINITIONS = [
+    ("ndcg@10", "normalized discounted cumulative gain of the model's ranking of a query's human-judged items, "
+                "gain 2^grade - 1, log2 position discount, cut at 10, ideal order from the same judged items; mean "
+                "over queries (queries whose judged items are all grade 0 have no ideal gain and are left out)."),
+    ("ndcg@10_g0", "the same, over the queries with at least one judged item of grade 0 (irrelevant): the queries "
+                   "where the ranking can embarrass."),
+    ("emb@3", "embarrassing@3: share of the model's top 3 judged items that people graded 0; mean over queries."),
+    ("recall@100", "share of a query's judged items of grade >= 2 that the model retrieves in its top 100 from the "
+                   "whole catalog (its FAISS index; BM25: bm25s top 100); mean over queries with such an item."),
+    ("95% interval", "percentile bootstrap over queries; the student-vs-other comparisons resample the same queries for "
+                     "both models (paired)."),
+    ("segments", "head, torso, tail: the query's share of the search traffic."),
+]
+
+
 def render_html(rep: dict) -> str:
     esc = html.escape
     metrics_by_model = rep["models"]
@@ -677,9 +692,13 @@ def render_html(rep: dict) -> str:
             p.append(f"<tr><td>{esc(r['query'])}</td><td>{esc(r['segment'])}</td>" + "".join(
                 "<td>" + "<br>".join(f"[{it['grade']}] {esc(it['title'])}" for it in r[m]) + "</td>" for m in ms) + "</tr>")
         p.append("</table>")
+    p.append("<h2>Definitions</h2><dl>" + "".join(f"<dt>{esc(a)}</dt><dd>{esc(b)}</dd>" for a, b in METRIC_DEFINITIONS)
+             + "</dl>")
     tr = {n: d.get("training") for n, d in rep.get("model_specs", {}).items() if d.get("training")}
     if tr:
-        p.append("<h2>Training runs</h2><pre>" + esc(json.dumps(tr, indent=1, default=str)) + "</pre>")
-    p.append("<h2>Run statistics</h2><pre>" + esc(json.dumps(rep.get("run_stats", {}), indent=1, default=str)) + "</pre>")
+        p.append("<details><summary>Training runs (JSON)</summary><pre>" + esc(json.dumps(tr, indent=1, default=str))
+                 + "</pre></details>")
+    p.append("<details><summary>Run statistics (JSON)</summary><pre>"
+             + esc(json.dumps(rep.get("run_stats", {}), indent=1, default=str)) + "</pre></details>")
     p.append("</body></html>")
     return "\n".join(p)
