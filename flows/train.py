@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import cached, get_config, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
@@ -20,12 +21,21 @@ def _key(context, parameters) -> str | None:
     return stage_key("train", cfg, ["training"], inputs)
 
 
+def _curriculum_tasks(model: str):
+    """Each curriculum stage of ``model`` as its own task run (``<model>-<k>-<stage>``),
+    run in order in this thread on the same model."""
+    def run_stage(fit_stage, st) -> dict:
+        return task(name="curriculum-stage", task_run_name=f"{model}-{st.index}-{st.name}",
+                    cache_policy=NO_CACHE)(fit_stage)(st)
+    return run_stage
+
+
 @task(name="train", cache_key_fn=_key, persist_result=True)
 def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     logger = get_run_logger()
     result: dict[str, Any] = {"stage": "train", "models": {}}
     for run in pipeline_runs(cfg):
-        s = train(cfg, run)
+        s = train(cfg, run, stage_runner=_curriculum_tasks(run.name))
         result["models"][run.name] = {
             "path": str(run.output_dir), "index": str(run.output_dir / INDEX_FILE), "train_s": s["train_s"],
             "total_s": s["total_s"], "stages": [{k: st.get(k) for k in ("name", "loss", "examples", "steps", "examples_per_s")}

@@ -158,11 +158,22 @@ def read_offline(cfg: RelgradeConfig, view: str) -> pd.DataFrame | None:
     return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame) -> pd.DataFrame:
-    """Existing rows with the batch's (query, item, event_timestamp) keys replaced by the
-    batch: re-publishing the same batch is a no-op, never a duplicate."""
+def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame, snapshot: bool = True) -> pd.DataFrame:
+    """The offline table after publishing ``batch``.
+
+    ``snapshot`` (every relgrade publisher): the batch is the complete set of rows for
+    each event_timestamp it carries, so every existing row at those instants is replaced.
+    A pair an earlier run wrote at the same instant but the new batch lacks (a changed
+    search log, a smaller union) is gone, rather than surviving with values derived from
+    the earlier run's inputs. Otherwise only rows with the batch's (query, item,
+    event_timestamp) keys are replaced. Either way re-publishing the same batch is a
+    no-op, never a duplicate."""
     if existing is None or existing.empty:
         merged = batch
+    elif snapshot:
+        stamps = pd.Index(batch["event_timestamp"].unique())
+        keep = ~existing["event_timestamp"].isin(stamps)
+        merged = pd.concat([existing[keep], batch], ignore_index=True)
     else:
         key = ["query_id", "item_id", "event_timestamp"]
         idx = pd.MultiIndex.from_frame(existing[key])

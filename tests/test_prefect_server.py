@@ -82,9 +82,11 @@ async def main():
     async with get_client() as c:
         runs = await c.read_flow_runs(limit=200)
         arts = await c.read_artifacts(limit=200)
+        tasks = await c.read_task_runs(limit=1000)
         print(json.dumps({"runs": sorted({r.name for r in runs}), "states": sorted({r.state_type.value for r in runs}),
                           "flows": sorted({(await c.read_flow(r.flow_id)).name for r in runs}),
-                          "artifacts": sorted({a.key for a in arts if a.key})}))
+                          "artifacts": sorted({a.key for a in arts if a.key}),
+                          "tasks": sorted({t.name for t in tasks})}))
 asyncio.run(main())
 """
     r = subprocess.run([sys.executable, "-c", code], env=ran["env"], capture_output=True, text=True, timeout=120)
@@ -97,6 +99,12 @@ asyncio.run(main())
     assert doc["states"] == ["COMPLETED"]
     for stage in ("mine", "grade", "assemble", "train", "evaluate"):
         assert f"{stage}-metrics" in doc["artifacts"] and f"{stage}-report" in doc["artifacts"], doc["artifacts"]
+    # grade and train as visible tasks: teachers, calibration, chunks; every curriculum stage of every model
+    tasks = doc["tasks"]
+    assert {"train-gbm", "calibrate-and-fit-thresholds", "grade-union-chunks"} <= set(tasks), tasks
+    for model in ("student", "click_trained"):
+        assert [t for t in tasks if t.startswith(f"{model}-")] == [f"{model}-1-pointwise", f"{model}-2-in_batch",
+                                                                  f"{model}-3-hard_negative"], tasks
 
 
 def test_relgrade_serve_registers_a_scheduled_deployment(server, ran):

@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -77,10 +78,12 @@ def index_catalog(cfg: RelgradeConfig, model, folder: Path) -> dict:
             "index_build_s": round(t_build, 3), "index": "IndexFlatIP"}
 
 
-def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = None, build_catalog_index: bool = True) -> dict:
+def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = None, build_catalog_index: bool = True,
+          stage_runner: Callable | None = None) -> dict:
     """Train ``run`` and write its folder; returns the run summary (also saved as
     ``training_summary.json`` in the folder). ``trainset`` (already prepared for the
-    run's target) skips reading the Parquet file."""
+    run's target) skips reading the Parquet file; ``stage_runner(fit_stage, stage)``, when
+    given, runs each curriculum stage (the Prefect flow makes each a visible task)."""
     # ---- 1. arguments --------------------------------------------------------------
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -110,14 +113,12 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
     model.max_seq_length = t.max_seq_length
 
     # ---- 4. curriculum: one bounded pass per stage -------------------------------------
-    stage_stats = []
-    for st in stages:
+    def fit_stage(st) -> dict:
         ex = stage_examples(df, st, t, rng)
         n_steps = len(ex) // t.batch_size
         if n_steps == 0:
             log.warning("stage %d %s: %d examples, fewer than one batch; skipped", st.index, st.name, len(ex))
-            stage_stats.append({"stage": st.index, "name": st.name, "loss": st.loss, "examples": int(len(ex)), "steps": 0})
-            continue
+            return {"stage": st.index, "name": st.name, "loss": st.loss, "examples": int(len(ex)), "steps": 0}
         ex = ex.iloc[: n_steps * t.batch_size]
         loss = build_loss(model, st, t)
         with tempfile.TemporaryDirectory(prefix="relgrade-train-") as tmp:
@@ -136,12 +137,14 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
             t0 = time.perf_counter()
             out = trainer.train()
             el = time.perf_counter() - t0
-        stage_stats.append({"stage": st.index, "name": st.name, "loss": st.loss, "levels": list(st.levels),
-                            "examples": int(len(ex)), "steps": int(n_steps), "train_s": round(el, 2),
-                            "examples_per_s": round(len(ex) / max(el, 1e-9), 1),
-                            "train_loss": float(out.training_loss)})
         log.info("stage %d %s (%s, levels %s): %d examples, %d steps, %.1fs, %.1f ex/s, loss %.4f", st.index, st.name,
                  st.loss, list(st.levels), len(ex), n_steps, el, len(ex) / max(el, 1e-9), out.training_loss)
+        return {"stage": st.index, "name": st.name, "loss": st.loss, "levels": list(st.levels),
+                "examples": int(len(ex)), "steps": int(n_steps), "train_s": round(el, 2),
+                "examples_per_s": round(len(ex) / max(el, 1e-9), 1), "train_loss": float(out.training_loss)}
+
+    # in order, on the same model; ``stage_runner`` (flows/train.py) runs each as a Prefect task
+    stage_stats = [stage_runner(fit_stage, st) if stage_runner else fit_stage(st) for st in stages]
 
     # ---- 5. save the model folder --------------------------------------------------------
     folder = Path(run.output_dir)
