@@ -327,7 +327,7 @@ def test_categorical_datasets_run_the_whole_pipeline(tmp_path, layout):
 
         reports = tmp_path / "var" / "reports"
         for page, key in ((reports / "mining" / "report.html", "union"), (reports / "grading" / "report.html", "Random-pair probe"),
-                          (reports / "assemble" / "report.html", "Spearman"), (reports / "evaluation" / "report.html", "NDCG@10"),
+                          (reports / "assemble" / "report.html", "The engagement gate"), (reports / "evaluation" / "report.html", "ndcg@10_g0"),
                           (reports / "validation" / "index.html", "relevance_grade_fv")):
             shot = tmp_path / f"{page.parent.name}.png"
             text = render(page, shot)
