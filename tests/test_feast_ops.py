@@ -8,13 +8,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from loopback import free_port, wait_healthy
 from relgrade.config import REPO_ROOT, load_config
 
 pytestmark = pytest.mark.integration
@@ -70,24 +70,13 @@ def test_online_writes_record_their_materialization_interval(store):
 
 
 def test_feast_serve_answers_the_online_views_over_http(store):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([FEAST, "-c", str(REPO_ROOT / "feature_repo"), "-f", str(store.paths.feast / "feature_store.yaml"),
                              "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 90:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(f"{base}/health", proc, 90)
         feats = pd.read_parquet(store.paths.feature_source(VIEW))
         last = feats.sort_values("event_timestamp").groupby(["query_id", "item_id"]).tail(1).head(5)
         body = json.dumps({"feature_service": "serving_v1",
@@ -109,11 +98,7 @@ def test_feast_serve_answers_the_online_views_over_http(store):
 def test_feast_ui_serves_the_registry(store):
     """`feast ui` starts on the store relgrade wrote and its API lists the three views
     and both feature services (the web app itself is Feast's, bundled in the wheel)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([FEAST, "-c", str(REPO_ROOT / "feature_repo"), "-f", str(store.paths.feast / "feature_store.yaml"),
                              "ui", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -124,16 +109,8 @@ def test_feast_ui_serves_the_registry(store):
             return r.read().decode()
 
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                page = get("/")
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-                assert time.monotonic() - t0 < 120, "feast ui did not start"
-                time.sleep(1)
-        assert "<html" in page.lower()
+        wait_healthy(base + "/", proc, 120)
+        assert "<html" in get("/").lower()
         assert "relgrade" in get("/projects-list.json")
         views = get("/api/v1/feature_views?project=relgrade")
         assert all(v in views for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")), views[:500]

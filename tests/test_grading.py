@@ -9,7 +9,7 @@ label`, the LLM judge's unreachable endpoint, bad input."""
 from __future__ import annotations
 
 import shutil
-import socket
+from loopback import free_port
 
 import numpy as np
 import pandas as pd
@@ -556,14 +556,6 @@ def test_label_refuses_bad_input_and_writes_nothing(graded, root, tmp_path, cont
     assert not out.exists()
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _judge_settings(root, url: str, **kw):
     return root["cfg"].grading.llm_judge.model_copy(update={"enabled": True, "base_url": url, "timeout_s": 5,
                                                             "backoff_s": 0.01, **kw})
@@ -582,7 +574,7 @@ def test_llm_judge_unreachable_gives_clear_error_and_keeps_previous_grades(fitte
     from relgrade.grading.cascade import TeacherCascade
     from relgrade.grading.llm_judge import LLMJudgeTeacher, LLMJudgeUnavailable
 
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     g = root["cfg"].grading
     cfg = root["cfg"].model_copy(update={"grading": g.model_copy(update={"llm_judge": _judge_settings(root, url)})})
     cal = fitted["cal"]

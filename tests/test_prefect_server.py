@@ -4,14 +4,12 @@ Prefect's CLI and client (fastapi is pinned below 0.151 for exactly this: docs/s
 and the pipeline registered as a deployment with a schedule."""
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from loopback import free_port, wait_healthy
 
 import pytest
 import yaml
@@ -20,32 +18,19 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")
-    port = _port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}, "PREFECT_HOME": str(home),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": api, "PREFECT_UI_API_URL": api}
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 120:
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("prefect server did not start")
+    try:
+        wait_healthy(f"{api}/health", proc, 120)
+    except RuntimeError as exc:
+        pytest.fail(f"prefect server did not start: {exc}")
     yield {"api": api, "env": env, "port": port}
     proc.terminate()
     proc.wait(timeout=30)
