@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from relgrade.config import load_config  # noqa: E402
 from relgrade.io import read_parquet  # noqa: E402
 from relgrade.mining.channels import DenseChannel  # noqa: E402
-from relgrade.mining.run import build_union, default_snapshot, fit_and_search, peak_rss_mb  # noqa: E402
+from relgrade.mining.stage import build_union, default_snapshot, fit_and_search, peak_rss_mb  # noqa: E402
 
 
 def load_average() -> list[float] | None:

@@ -48,7 +48,7 @@ def main() -> None:
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
     from relgrade.config import load_config
-    from training.args import base_model_path, trainset_path
+    from training.args import base_model_path
     from training.curriculum import build_loss, plan, stage_examples
     from training.data import load_trainset
     from training.index import build_index, encode, search
@@ -60,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(t.threads)
     tables = write_contract(cfg)
     write_trainset(cfg, tables)
-    frame = load_trainset(trainset_path(cfg), "target")
+    frame = load_trainset(cfg.paths.trainset, "target")
     rng = np.random.default_rng(0)
     res: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                              "threads": t.threads, "load_avg_start": os.getloadavg()},

@@ -9,19 +9,20 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, read_stage_manifest, retry_io_only, stage_key, stage_lock
+from flows.runtime import cached, get_config, read_stage_manifest, io_task, stage_key, stage_lock
 from relgrade.config import RelgradeConfig
+from relgrade.views import GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
 
-VIEW = "gated_engagement_fv"
+VIEW = GATED_ENGAGEMENT_FV
 
 
 def _inputs(cfg: RelgradeConfig) -> list:
-    from relgrade.mining.run import default_snapshot, union_path
+    from relgrade.mining.stage import default_snapshot
 
     p = cfg.paths
     return [p.table("queries"), p.table("catalog"), p.table("judgments"), p.table("events"),
-            union_path(cfg, default_snapshot(cfg)), p.feature_source("retrieval_prior_fv"),
-            p.feature_source("relevance_grade_fv")]
+            cfg.paths.union(default_snapshot(cfg)), p.feature_source(RETRIEVAL_PRIOR_FV),
+            p.feature_source(RELEVANCE_GRADE_FV)]
 
 
 def _key(context, parameters) -> str | None:
@@ -41,7 +42,7 @@ def _key(context, parameters) -> str | None:
     return stage_key("assemble", cfg, ["assemble", "engagement", "mining"], _inputs(cfg))
 
 
-@task(name="publish-gated-engagement", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
+@task(name="publish-gated-engagement")
 def publish_gated_task(cfg: RelgradeConfig, batch: pd.DataFrame) -> dict[str, Any]:
     from validation.gate import gate_for
     from relgrade.featurestore import publish
@@ -54,7 +55,7 @@ def assemble_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     from relgrade.assemble.stage import run
 
     logger = get_run_logger()
-    summary = run(cfg, publish_gated=lambda b: publish_gated_task(cfg, b))
+    summary = run(cfg, publish_gated=lambda b: io_task(publish_gated_task, cfg)(cfg, b))
     logger.info("training set: %d rows, %d queries, %.1fs; Spearman with the human grade: %s",
                 summary["rows"]["trainset"], summary["rows"]["queries"], summary["timings"]["total_s"],
                 {k: (None if v is None else round(v, 3)) for k, v in summary["spearman_with_human_grade"].items()})

@@ -8,7 +8,6 @@ from prefect import flow, get_run_logger, task
 
 from flows.runtime import cached, get_config, stage_key, stage_lock
 from relgrade.config import RelgradeConfig
-from training.args import evaluation_dir
 from training.evaluate import default_models, evaluate
 from training.index import INDEX_FILE
 
@@ -42,7 +41,7 @@ def evaluate_flow(profile: str = "default", overrides: dict | None = None) -> di
     """Evaluate every model on the held-out human grades and write the report."""
     cfg = get_config(profile, overrides)
     with stage_lock(cfg, "evaluate"):
-        summary = cached(evaluate_stage, [evaluation_dir(cfg) / "report.json", evaluation_dir(cfg) / "report.html"])(cfg)
+        summary = cached(evaluate_stage, [cfg.paths.report("evaluation") / "report.json", cfg.paths.report("evaluation") / "report.html"])(cfg)
     _artifacts(summary)
     return summary
 

@@ -20,12 +20,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import transaction
 
-from flows.runtime import finish_stage, get_config, retry_io_only, stage_artifacts, stage_done, stage_key, stage_lock
+from flows.runtime import finish_stage, get_config, io_task, stage_artifacts, stage_done, stage_key, stage_lock
 from flows.tasks import publish_view, write_outputs
 from relgrade.config import RelgradeConfig
+from relgrade.views import RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
 
-VIEW = "relevance_grade_fv"
-PRIOR_VIEW = "retrieval_prior_fv"
+VIEW = RELEVANCE_GRADE_FV
+PRIOR_VIEW = RETRIEVAL_PRIOR_FV
 SECTIONS = ["grading", "mining", "simulation"]  # mining + simulation: which union (snapshot)
 
 
@@ -40,8 +41,7 @@ def _outputs(cfg: RelgradeConfig) -> list:
             p.feature_source(VIEW)]
 
 
-@task(name="load-and-featurize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_io_only)
+@task(name="load-and-featurize", cache_policy=NO_CACHE)
 def prepare_task(cfg: RelgradeConfig):
     from relgrade.grading.features import PairFeaturizer
     from relgrade.grading.stage import load_inputs, teacher_pairs
@@ -72,8 +72,7 @@ def evaluate_task(cfg: RelgradeConfig, fz, inp, cascade, cal, prior):
     return evaluate(cfg, fz, inp, cascade, cal, prior)
 
 
-@task(name="grade-union-chunks", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_io_only)
+@task(name="grade-union-chunks", cache_policy=NO_CACHE)
 def grade_union_task(cfg: RelgradeConfig, fz, inp, cascade, cal, stop_after: int | None):
     from relgrade.grading.stage import grade_union
 
@@ -97,7 +96,7 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str,
     log = get_run_logger()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    inp, fz, train, dev = prepare_task(cfg)
+    inp, fz, train, dev = io_task(prepare_task, cfg)(cfg)
     timings["prepare"] = time.perf_counter() - t0
     teachers, trained = [], {}
     for k, s in enumerate(cfg.grading.stages):
@@ -112,7 +111,7 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str,
     cascade = S.build_cascade(cfg, cal, fz, inp)
     timings["calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    raw, gstats = grade_union_task(cfg, fz, inp, cascade, cal, stop_after)
+    raw, gstats = io_task(grade_union_task, cfg)(cfg, fz, inp, cascade, cal, stop_after)
     timings["grading"] = time.perf_counter() - t1
     prior = S.estimate_prior(cfg, raw, cal)
     t1 = time.perf_counter()
@@ -127,8 +126,8 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str,
     gc.collect()  # Feast's online writes of ~2M rows need the memory the models held
     t1 = time.perf_counter()
     with transaction():  # both views and the grade files land together, or none does
-        pub = publish_view(cfg, VIEW, S.to_grade_batch(grades), evidence=evidence.for_gate(grades))
-        pub_prior = publish_view(cfg, PRIOR_VIEW, to_feature_batch(refined, snapshot))
+        pub = io_task(publish_view, cfg)(cfg, VIEW, S.to_grade_batch(grades), evidence=evidence.for_gate(grades))
+        pub_prior = io_task(publish_view, cfg)(cfg, PRIOR_VIEW, to_feature_batch(refined, snapshot))
         write_outputs(cfg, {cfg.paths.grades: grades, cfg.paths.test_scores: ev["test_scores"]})
     timings["publish"] = time.perf_counter() - t1
     summary["published"] = {VIEW: pub, PRIOR_VIEW: pub_prior}

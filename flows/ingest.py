@@ -6,12 +6,11 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import cached, get_config, retry_io_only, stage_key, stage_lock, write_stage_manifest
+from flows.runtime import cached, get_config, io_task, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
 from relgrade.ingest import CONTRACT_TABLES, build_tables
 from relgrade.io import frame_digest, write_tables_atomic
-from validation.gate import validate
-from validation.suites import GateContext
+from validation.gate import gate_context, validate
 
 
 def _ingest_key(context, parameters) -> str | None:
@@ -25,7 +24,7 @@ def _ingest_key(context, parameters) -> str | None:
     return stage_key("ingest", cfg, ["dataset", "simulation", "engagement"], inputs)
 
 
-@task(name="read-and-conform", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
+@task(name="read-and-conform")
 def read_and_conform(cfg: RelgradeConfig) -> dict[str, pd.DataFrame]:
     return build_tables(cfg)
 
@@ -33,18 +32,14 @@ def read_and_conform(cfg: RelgradeConfig) -> dict[str, pd.DataFrame]:
 def validate_contract_tables(tables: dict[str, pd.DataFrame], cfg: RelgradeConfig) -> list:
     """Every table through its suite; referential integrity against the batch's own
     catalog and queries. Raises ValidationFailed on the first failing table."""
-    ctx = GateContext(
-        item_ids=pd.Index(tables["catalog"]["item_id"].dropna()),
-        query_ids=pd.Index(tables["queries"]["query_id"].dropna()),
-        max_future_skew_seconds=cfg.validation.max_future_skew_seconds,
-    )
+    ctx = gate_context(cfg, tables["catalog"], tables["queries"])
     return [validate(tables[name], name, cfg, ctx) for name in CONTRACT_TABLES]
 
 
 @task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
 def ingest_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     logger = get_run_logger()
-    tables = read_and_conform(cfg)
+    tables = io_task(read_and_conform, cfg)(cfg)
     reports = validate_contract_tables(tables, cfg)
     write_tables_atomic({cfg.paths.table(n): tables[n] for n in CONTRACT_TABLES})
     manifest = {

@@ -12,14 +12,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.runtime import get_config, retry_io_only, stage_lock
+from flows.runtime import get_config, io_task, stage_lock
 from relgrade import featurestore as fs
 from relgrade.config import RelgradeConfig
 from relgrade.io import read_parquet
 from validation.gate import gate_for
 
 
-@task(name="apply-feast-definitions", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
+@task(name="apply-feast-definitions")
 def apply_task(cfg: RelgradeConfig) -> str:
     fs.apply_definitions(cfg)
     return str(cfg.paths.feast / "feature_store.yaml")
@@ -29,8 +29,7 @@ def _ledger(cfg: RelgradeConfig):
     return cfg.paths.features / "staging" / "materialized.json"
 
 
-@task(name="publish-view", task_run_name="publish-{view}", retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_io_only)
+@task(name="publish-view", task_run_name="publish-{view}")
 def publish_task(cfg: RelgradeConfig, view: str) -> dict[str, Any]:
     from flows.runtime import read_stage_manifest, write_stage_manifest
     from relgrade.io import file_digest
@@ -55,12 +54,12 @@ def materialize_flow(profile: str = "default", overrides: dict | None = None,
     """Publish every staged view (or the named ones) into Feast, offline and online."""
     logger = get_run_logger()
     cfg = get_config(profile, overrides)
-    apply_task(cfg)
+    io_task(apply_task, cfg)(cfg)
     todo = views or [v for v in fs.view_names() if cfg.paths.staging(v).exists()]
     if not todo:
         logger.warning("nothing staged under %s", cfg.paths.features / "staging")
     with stage_lock(cfg, "materialize"):
-        out = [publish_task(cfg, v) for v in todo]
+        out = [io_task(publish_task, cfg)(cfg, v) for v in todo]
     for r in out:
         logger.info("published %s: %d rows (offline table %d rows)", r["view"], r["rows"], r["offline_rows"])
     return out

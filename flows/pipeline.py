@@ -52,7 +52,7 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
         "data_docs": str(p.data_docs / "index.html"),
         "validation_pages": str(p.validation_pages / "index.html"),
         "reports": str(p.reports),
-        "student_model": str(p.models / "student"),
+        "student_model": str(p.model("student")),
         "logs": str(p.logs),
         "prefect_home": str(p.prefect_home),
     }

@@ -14,11 +14,11 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
 from relgrade.config import RelgradeConfig, load_config
+from relgrade.util import utc_now, write_json_atomic
 
 
 def prefect_env(cfg: RelgradeConfig) -> None:
@@ -44,7 +44,7 @@ def get_config(profile: str | None, overrides: dict[str, Any] | None = None) -> 
 def log_to_file(cfg: RelgradeConfig, name: str) -> Path:
     """Also write relgrade's and Prefect's log lines to <data_root>/logs/<name>-<utc>.log."""
     cfg.paths.logs.mkdir(parents=True, exist_ok=True)
-    path = cfg.paths.logs / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
+    path = cfg.paths.logs / f"{name}-{utc_now():%Y%m%dT%H%M%SZ}.log"
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for logger in ("relgrade", "flows", "validation", "training", "prefect"):
@@ -73,6 +73,14 @@ def retry_io_only(task, task_run, state) -> bool:
     except Exception as exc:  # noqa: BLE001 - we classify it
         return not (is_data_error(exc) or isinstance(exc, StopAfter))
     return True
+
+
+def io_task(task_fn, cfg: RelgradeConfig):
+    """``task_fn`` with the configured retries (``prefect.task_retries``, ``..._delay_seconds``)
+    for transient I/O errors; bad data and a deliberate stop are never retried."""
+    p = cfg.prefect
+    return task_fn.with_options(retries=p.task_retries, retry_delay_seconds=p.task_retry_delay_seconds,
+                                retry_condition_fn=retry_io_only)
 
 
 def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: Iterable[Path],
@@ -124,11 +132,7 @@ def read_stage_manifest(path: Path) -> dict | None:
 
 
 def write_stage_manifest(path: Path, manifest: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, manifest)
 
 
 # --------------------------------------------------------------------------- stage skeleton
@@ -166,7 +170,6 @@ def finish_stage(manifest: Path, summary: dict, key: str, cfg: RelgradeConfig | 
                  views: Iterable[str] = ()) -> dict:
     """Write the stage's manifest (its summary, the key a rerun compares with, the
     digests of the views it writes last)."""
-    from relgrade.util import utc_now
 
     extra = {"view_digests": view_digests(cfg, views)} if cfg is not None and views else {}
     doc = json.loads(json.dumps({**summary, **extra, "stage_key": key, "finished_at": utc_now().isoformat()},
@@ -296,15 +299,13 @@ class stage_lock:
     dies, however it dies."""
 
     def __init__(self, cfg: RelgradeConfig, stage: str, wait_s: float | None = None):
-        self.path = cfg.paths.root / "locks" / f"{stage}.lock"
+        self.path = cfg.paths.lock(stage)
         self.stage, self.root, self.wait_s = stage, cfg.paths.root, wait_s
         self.fd = None
 
     def __enter__(self):
         import fcntl
         import time
-
-        from relgrade.util import utc_now
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = open(self.path, "a+")

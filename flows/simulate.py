@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.runtime import cached, get_config, stage_key, stage_lock, write_stage_manifest
@@ -14,10 +13,10 @@ from relgrade.engagement import engagement_features
 from relgrade.featurestore import conform_features
 from relgrade.io import frame_digest, read_parquet, write_tables_atomic
 from relgrade.simulate import simulate
-from validation.gate import validate
-from validation.suites import GateContext
+from validation.gate import gate_context, validate
+from relgrade.views import GATED_ENGAGEMENT_FV
 
-VIEW = "gated_engagement_fv"
+VIEW = GATED_ENGAGEMENT_FV
 
 
 def _key(context, parameters) -> str | None:
@@ -44,10 +43,9 @@ def simulate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
     else:
         events = simulate(catalog, queries, judgments, cfg.simulation)
         cut = None
-    ctx = GateContext(item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]),
-                      max_future_skew_seconds=cfg.validation.max_future_skew_seconds, cut=cut)
+    ctx = gate_context(cfg, catalog, queries, cut=cut)
     validate(events, "events", cfg, ctx)
-    feats = conform_features(VIEW, engagement_features(events, queries, windows_days=tuple(cfg.engagement.windows_days)))
+    feats = conform_features(VIEW, engagement_features(events, queries))
     validate(feats, VIEW, cfg, ctx)
     write_tables_atomic({cfg.paths.table("events"): events, cfg.paths.staging(VIEW): feats})
     manifest = {

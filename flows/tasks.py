@@ -11,7 +11,6 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import retry_io_only
 from relgrade.config import RelgradeConfig
 
 
@@ -86,8 +85,7 @@ def _commit_outputs(txn) -> None:
             Path(b).unlink(missing_ok=True)
 
 
-publish_view = task(_publish_view, name="publish-view", task_run_name="publish-{view}", cache_policy=NO_CACHE,
-                        retries=2, retry_delay_seconds=1, retry_condition_fn=retry_io_only)
+publish_view = task(_publish_view, name="publish-view", task_run_name="publish-{view}", cache_policy=NO_CACHE)
 publish_view.on_rollback(_undo_publish)
 publish_view.on_commit(_commit_publish)
 write_outputs = task(_write_outputs, name="write-stage-outputs", cache_policy=NO_CACHE)

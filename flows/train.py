@@ -10,14 +10,14 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runtime import cached, get_config, stage_key, stage_lock, write_stage_manifest
 from relgrade.config import RelgradeConfig
-from training.args import models_dir, pipeline_runs, trainset_path
+from training.args import pipeline_runs
 from training.index import INDEX_FILE
 from training.student import train
 
 
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
-    inputs = [trainset_path(cfg), cfg.paths.table("catalog")]
+    inputs = [cfg.paths.trainset, cfg.paths.table("catalog")]
     return stage_key("train", cfg, ["training"], inputs)
 
 
@@ -42,7 +42,7 @@ def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
                                                 for st in s["stages"]]}
         logger.info("%s: trained in %.0fs (%.0fs with the catalog index) -> %s", run.name, s["train_s"], s["total_s"],
                     run.output_dir)
-    write_stage_manifest(models_dir(cfg) / "train_manifest.json", result)
+    write_stage_manifest(cfg.paths.models / "train_manifest.json", result)
     return result
 
 

@@ -92,7 +92,7 @@ def _where(cfg, log_path: Path) -> None:
     typer.echo(f"  feature store : {p.feast / 'feature_store.yaml'}  (offline Parquet: {p.features})")
     typer.echo(f"  validation    : {p.validation_pages / 'index.html'}  (GX Data Docs: {p.data_docs / 'index.html'})")
     typer.echo(f"  reports       : {p.reports}  (mining, grading, assemble, evaluation: report.html)")
-    student = p.root / "models" / "student"
+    student = p.model("student")
     if student.exists():
         typer.echo(f"  student model : {student}  (FAISS index: {student / 'index.faiss'})")
     typer.echo(f"  run log       : {log_path}")

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from relgrade.views import FEATURE_VIEWS, GATED_ENGAGEMENT_FV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = REPO_ROOT / "configs" / "relgrade.yaml"
 FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
@@ -115,7 +117,6 @@ class EngagementFeatureConfig(_Strict):
 
     source: Literal["simulate", "log"] = "simulate"
     log_path: str | None = None  # CSV or Parquet: event_ts, search_id, query or query_id, item_id, position, ...
-    windows_days: list[Annotated[int, Field(ge=1, le=3660)]] = Field(default_factory=lambda: [7, 28])
 
 
 class FeastConfig(_Strict):
@@ -124,11 +125,11 @@ class FeastConfig(_Strict):
     # per-view TTL: gated engagement rows are daily snapshots of trailing windows, stale
     # after a day (feature_repo/definitions.py)
     view_ttl_days: dict[str, Annotated[int, Field(ge=1, le=36500)]] = Field(
-        default_factory=lambda: {"gated_engagement_fv": 1})
+        default_factory=lambda: {GATED_ENGAGEMENT_FV: 1})
     # views whose latest row per (query, item) is written to the online store on publish
     # (the others are offline-only: training reads the offline store)
-    online_views: list[Literal["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"]] = Field(
-        default_factory=lambda: ["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"]
+    online_views: list[Literal[FEATURE_VIEWS]] = Field(
+        default_factory=lambda: list(FEATURE_VIEWS)
     )
     online_write_chunk_rows: int = Field(100_000, ge=1)  # bounds memory of online writes
 
@@ -136,8 +137,7 @@ class FeastConfig(_Strict):
 class ValidationConfig(_Strict):
     # distribution bounds used by the expectation suites
     max_future_skew_seconds: int = Field(0, ge=0)
-    min_rows: int = Field(1, ge=0)
-    ctr_max: float = Field(1.0, gt=0, le=1)
+    min_rows: int = Field(1, ge=0)  # every suite: a batch has at least this many rows
     # also build Great Expectations' Data Docs (reports/data_docs). GX prints raw unexpected
     # values unescaped, so when they are built no values from the data are kept in results;
     # the offline pages (reports/validation) then show counts only. Off: they show examples.
@@ -145,6 +145,9 @@ class ValidationConfig(_Strict):
 
 
 class PrefectConfig(_Strict):
+    """Retries of the tasks that read or write files and stores (transient I/O errors only:
+    bad data is never retried, flows/runtime.py:retry_io_only)."""
+
     task_retries: int = Field(2, ge=0, le=20)
     task_retry_delay_seconds: float = Field(1.0, ge=0, le=3600)
 
@@ -630,6 +633,21 @@ class Paths:
         """The union table of one mining snapshot."""
         return self.mining / f"union_{_tag(snapshot_ts)}.parquet"
 
+    def channel(self, snapshot_ts, channel: str) -> Path:
+        """One retrieval channel's top-K frame of one mining snapshot."""
+        return self.mining / "channels" / _tag(snapshot_ts) / f"{channel}.parquet"
+
+    def mining_manifest(self, snapshot_ts) -> Path:
+        return self.mining / f"manifest_{_tag(snapshot_ts)}.json"
+
+    @property
+    def cache(self) -> Path:
+        """Content-addressed caches (embeddings, LLM-judge answers): safe to delete."""
+        return self.root / "cache"
+
+    def lock(self, stage: str) -> Path:
+        return self.root / "locks" / f"{stage}.lock"
+
     # grading
     @property
     def grading(self) -> Path:
@@ -656,6 +674,29 @@ class Paths:
     def report(self, stage: str) -> Path:
         """reports/<stage>/ (report.html, report.json)."""
         return self.reports / stage
+
+    # assemble -> train
+    @property
+    def training(self) -> Path:
+        return self.root / "training"
+
+    @property
+    def trainset(self) -> Path:
+        """The point-in-time training set (one row per query-item pair, blended target)."""
+        return self.training / "trainset.parquet"
+
+    @property
+    def trainset_lists(self) -> Path:
+        return self.training / "trainset_lists.parquet"
+
+    @property
+    def trainset_manifest(self) -> Path:
+        return self.training / "manifest.json"
+
+    def model(self, name: str) -> Path:
+        """A trained bi-encoder: the pipeline's two runs (``student``, ``click_trained``)
+        at models/<name>, every other run under models/experiments/<name>."""
+        return self.models / name if name in ("student", "click_trained") else self.models / "experiments" / name
 
 
 def _tag(ts) -> str:

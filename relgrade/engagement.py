@@ -150,10 +150,13 @@ def _window_sums(cum: np.ndarray, key: np.ndarray, unit: np.ndarray, day: np.nda
     return cum[hi] - cum[lo]
 
 
+WINDOWS_DAYS = (7, 28)  # the trailing windows the gated_engagement_fv schema names (``*_7d``, ``*_28d``)
+
+
 def engagement_features(
     events: pd.DataFrame,
     queries: pd.DataFrame,
-    windows_days=(7, 28),
+    windows_days=WINDOWS_DAYS,
     as_of_days: list | None = None,
     *,
     prior_strength: float = DEFAULT_PRIOR_STRENGTH,

@@ -14,8 +14,7 @@ import importlib.util
 import logging
 import shutil
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -330,6 +329,3 @@ def online_features(cfg: RelgradeConfig, pairs: pd.DataFrame, features: list[str
     rows = pairs[["query_id", "item_id"]].to_dict("records")
     return store.get_online_features(features=feats, entity_rows=rows).to_df()
 
-
-def utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

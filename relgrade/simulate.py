@@ -29,6 +29,7 @@ from scipy.special import ndtri
 
 from relgrade.config import SimulationConfig
 from relgrade.contract import conform
+from relgrade.util import to_utc
 
 log = logging.getLogger("relgrade.simulate")
 
@@ -81,11 +82,6 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _utc(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 # --------------------------------------------------------------------------- queries
@@ -188,7 +184,7 @@ def _day_number(day) -> int:
     """Days since 1970-01-01 UTC of a date-like (or an int already in that unit)."""
     if isinstance(day, (int, np.integer)):
         return int(day)
-    return int(_utc(day).normalize().value // (DAY_US * 1000))
+    return int(to_utc(day).normalize().value // (DAY_US * 1000))
 
 
 def ad_budgets(item_ids, day, sim: SimulationConfig) -> pd.Series:
@@ -423,7 +419,7 @@ def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFra
     n_ads = int(is_ad_col.sum())
     K = sim.organic_slots
     weights = query_popularity(pd.Series(pools.query_ids), sim).to_numpy()
-    start = _utc(sim.start_date)
+    start = to_utc(sim.start_date)
     start_us = start.value // 1000
     start_day_no = int(start.normalize().value // (DAY_US * 1000))
     S = sim.searches_per_day

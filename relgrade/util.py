@@ -57,11 +57,15 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def to_utc(ts) -> pd.Timestamp:
+    """``ts`` as a UTC ``pd.Timestamp`` (naive means UTC), precision untouched."""
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
 def utc_timestamp(ts) -> pd.Timestamp:
     """UTC, microsecond precision (the contract's timestamp convention)."""
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.floor("us")
+    return to_utc(ts).floor("us")
 
 
 def write_json_atomic(path: Path, doc, indent: int = 2, sort_keys: bool = True) -> Path:

@@ -71,7 +71,7 @@ def grade_batch(union: pd.DataFrame, judgments: pd.DataFrame, ts, version="test-
 def world(tmp_path_factory):
     """A data root with contract tables, events, union and the three feature views."""
     from relgrade.engagement import engagement_features
-    from relgrade.mining.run import build_union, default_snapshot, fit_and_search, write_union
+    from relgrade.mining.stage import build_union, default_snapshot, fit_and_search, write_union
     from relgrade.mining.union import to_feature_batch
     from relgrade.simulate import simulate
 

@@ -134,3 +134,34 @@ def test_cli_prints_one_line_and_exits_2_for_a_bad_config(tmp_path, monkeypatch)
     assert r.exit_code == 2 and "did you mean 'train'" in r.output
     r = CliRunner().invoke(app, ["config", "--profile", "quik"])
     assert r.exit_code == 2 and "did you mean 'quick'" in r.output
+
+
+def _models(model, seen=None):
+    """Every pydantic model reachable from ``model``'s fields (nested, in lists, unions)."""
+    seen = seen if seen is not None else {}
+    seen[model.__name__] = model
+    for f in model.model_fields.values():
+        stack = [f.annotation]
+        while stack:
+            a = stack.pop()
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                if a.__name__ not in seen:
+                    _models(a, seen)
+            else:
+                stack.extend(typing.get_args(a))
+    return seen
+
+
+def test_every_setting_is_read_somewhere():
+    """A setting nothing reads is a promise the code does not keep: every field of the
+    typed config is read (``.field`` or ``["field"]``) by the package, flows, training,
+    validation or feature repo."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = "\n".join(p.read_text() for d in ("relgrade", "flows", "training", "validation", "feature_repo")
+                       for p in sorted((root / d).rglob("*.py")))
+    unread = [f"{name}.{field}" for name, model in _models(RelgradeConfig).items() for field in model.model_fields
+              if not re.search(rf"\.{field}\b|[\"']{field}[\"']", source)]
+    assert unread == []

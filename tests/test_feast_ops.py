@@ -135,3 +135,13 @@ def test_engagement_is_never_returned_stale(store):
     later = fs.historical_features(store, ent.assign(event_timestamp=last["event_timestamp"] + pd.Timedelta(days=21)),
                                    [f"{VIEW}:impressions_7d"])
     assert later["impressions_7d"].isna().all()
+
+
+def test_the_view_names_code_imports_are_the_ones_the_feature_repo_declares():
+    from relgrade import featurestore as fs
+    from relgrade import views
+
+    d = fs.definitions()
+    assert tuple(d.VIEW_SCHEMAS) == views.FEATURE_VIEWS
+    assert all(getattr(d, v).name == v for v in views.FEATURE_VIEWS)
+    assert (d.training_v1.name, d.serving_v1.name) == (views.TRAINING_SERVICE, views.SERVING_SERVICE)

@@ -267,7 +267,7 @@ def root(tmp_path_factory):
     from flows.ingest import ingest_flow
     from flows.simulate import simulate_flow
     from relgrade.io import read_parquet
-    from relgrade.mining.run import mine, write_union
+    from relgrade.mining.stage import mine, write_union
 
     ingest_flow("quick", ov)
     simulate_flow("quick", ov)

@@ -372,11 +372,11 @@ def test_mine_flow_publishes_retrieval_prior(tmp_path, monkeypatch):
                  "simulation": {"days": 7, "searches_per_day": 200}, "mining": {"k": 20}}
     cfg = get_config("quick", overrides)  # sets the Prefect environment before prefect is imported
     from flows.ingest import ingest_flow
-    from flows.mine import channel_path, mine_flow
+    from flows.mine import mine_flow
     from flows.simulate import simulate_flow
     from relgrade.featurestore import historical_features
     from relgrade.io import read_parquet
-    from relgrade.mining.run import default_snapshot, union_path
+    from relgrade.mining.stage import default_snapshot
 
     ingest_flow("quick", overrides)
     simulate_flow("quick", overrides)
@@ -384,7 +384,7 @@ def test_mine_flow_publishes_retrieval_prior(tmp_path, monkeypatch):
     snap = default_snapshot(cfg)
     assert m["snapshot_ts"] == snap.isoformat()
     assert set(m["channels"]) == {"lexical", "dense", "behavioral"}
-    union = read_parquet(union_path(cfg, snap))
+    union = read_parquet(cfg.paths.union(snap))
     assert len(union) == m["union_rows"] > 0
     assert (cfg.paths.reports / "mining" / "report.html").exists()
     rep = m["report"]["union_vs_best_single"]
@@ -393,10 +393,10 @@ def test_mine_flow_publishes_retrieval_prior(tmp_path, monkeypatch):
     assert "data:image/png;base64," in html_text
 
     # cached: a rerun skips the channels (their files are not rewritten) and gives the same result
-    mtimes = {c: channel_path(cfg, snap, c).stat().st_mtime_ns for c in m["channels"]}
+    mtimes = {c: cfg.paths.channel(snap, c).stat().st_mtime_ns for c in m["channels"]}
     again = mine_flow("quick", overrides)
     assert again["digests"] == m["digests"]
-    assert {c: channel_path(cfg, snap, c).stat().st_mtime_ns for c in m["channels"]} == mtimes
+    assert {c: cfg.paths.channel(snap, c).stat().st_mtime_ns for c in m["channels"]} == mtimes
 
     # point-in-time: rows at/after the snapshot see the prior, a time before sees nothing
     sample = union.groupby("agreement", group_keys=False).head(3).reset_index(drop=True)
@@ -430,12 +430,12 @@ def test_mine_flow_rejects_bad_external_file_and_writes_nothing(tmp_path):
     cfg = get_config("quick", overrides)
     from flows.ingest import ingest_flow
     from flows.mine import mine_flow
-    from relgrade.mining.run import default_snapshot, union_path
+    from relgrade.mining.stage import default_snapshot
 
     ingest_flow("quick", overrides)
     with pytest.raises(ContractError, match="rank must be an integer"):
         mine_flow("quick", overrides)
-    assert not union_path(cfg, default_snapshot(cfg)).exists()
+    assert not cfg.paths.union(default_snapshot(cfg)).exists()
     assert not cfg.paths.feature_source("retrieval_prior_fv").exists()
 
 

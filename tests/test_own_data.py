@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -348,7 +347,7 @@ def test_a_cross_encoder_folder_of_your_own_is_a_stage(tmp_path):
     from flows.simulate import simulate_flow
     from relgrade.config import load_config
     from relgrade.io import read_parquet
-    from relgrade.mining.run import mine, write_union
+    from relgrade.mining.stage import mine, write_union
 
     os_env = __import__("os").environ
     os_env.setdefault("HF_HUB_OFFLINE", "1")

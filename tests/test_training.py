@@ -17,7 +17,7 @@ import pytest
 
 from relgrade.config import load_config
 from relgrade.contract import ContractError
-from training.args import TrainRun, click_run, student_run, trainset_path
+from training.args import student_run
 from training.curriculum import plan, stage_examples
 from training.data import load_trainset, prepare, subsample_graded
 
@@ -46,7 +46,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def frame(world):
-    return load_trainset(trainset_path(world["cfg"]), "target")
+    return load_trainset(world["cfg"].paths.trainset, "target")
 
 
 # --------------------------------------------------------------------------- data
@@ -305,7 +305,7 @@ def trained(world):
     from training.student import train
 
     cfg = world["cfg"]
-    frame = load_trainset(trainset_path(cfg), "target")
+    frame = load_trainset(cfg.paths.trainset, "target")
     summary = train(cfg, student_run(cfg), trainset=frame)
     return {"summary": summary, "frame": frame}
 

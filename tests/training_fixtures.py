@@ -77,8 +77,7 @@ def make_trainset(tables: dict[str, pd.DataFrame], k: int = 30) -> pd.DataFrame:
 
 
 def write_trainset(cfg: RelgradeConfig, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    from training.args import trainset_path
 
     ts = make_trainset(tables)
-    write_parquet_atomic(ts, trainset_path(cfg))
+    write_parquet_atomic(ts, cfg.paths.trainset)
     return ts

@@ -32,41 +32,6 @@ class TrainRun:
         return replace(self, **kw)
 
 
-# ---------------------------------------------------------------- locations
-def training_dir(cfg: RelgradeConfig) -> Path:
-    return cfg.paths.root / "training"
-
-
-def trainset_path(cfg: RelgradeConfig) -> Path:
-    return training_dir(cfg) / "trainset.parquet"
-
-
-def trainset_lists_path(cfg: RelgradeConfig) -> Path:
-    return training_dir(cfg) / "trainset_lists.parquet"
-
-
-def trainset_manifest_path(cfg: RelgradeConfig) -> Path:
-    return training_dir(cfg) / "manifest.json"
-
-
-def models_dir(cfg: RelgradeConfig) -> Path:
-    return cfg.paths.root / "models"
-
-
-def model_dir(cfg: RelgradeConfig, name: str) -> Path:
-    if name in (STUDENT, CLICK):
-        return models_dir(cfg) / name
-    return models_dir(cfg) / "experiments" / name
-
-
-def evaluation_dir(cfg: RelgradeConfig) -> Path:
-    return cfg.paths.reports / "evaluation"
-
-
-def experiments_dir(cfg: RelgradeConfig) -> Path:
-    return cfg.paths.reports / "experiments"
-
-
 def base_model_path(cfg: RelgradeConfig) -> str:
     if cfg.training.base_model:
         return str(cfg.resolve(cfg.training.base_model))
@@ -77,7 +42,7 @@ def base_model_path(cfg: RelgradeConfig) -> str:
 
 # ---------------------------------------------------------------- runs
 def student_run(cfg: RelgradeConfig) -> TrainRun:
-    return TrainRun(STUDENT, cfg.training.target_column, model_dir(cfg, STUDENT),
+    return TrainRun(STUDENT, cfg.training.target_column, cfg.paths.model(STUDENT),
                     description="relgrade blended target, three-stage curriculum")
 
 
@@ -85,7 +50,7 @@ def click_run(cfg: RelgradeConfig) -> TrainRun:
     """Same queries, losses and step budget; raw-engagement target; no difficulty
     ordering (the levels are refined with the teacher's grades, which a click-only
     system would not have)."""
-    return TrainRun(CLICK, cfg.training.click_target_column, model_dir(cfg, CLICK), use_curriculum=False,
+    return TrainRun(CLICK, cfg.training.click_target_column, cfg.paths.model(CLICK), use_curriculum=False,
                     description="engagement-only target (smoothed CTR), same losses and budget, no curriculum")
 
 
@@ -100,14 +65,14 @@ def experiment_runs(cfg: RelgradeConfig) -> list[TrainRun]:
     """Ablations and data scaling (``relgrade experiments``); the student and the
     click-trained baseline come from the train stage."""
     runs = [
-        TrainRun("no_curriculum", cfg.training.target_column, model_dir(cfg, "no_curriculum"), use_curriculum=False,
+        TrainRun("no_curriculum", cfg.training.target_column, cfg.paths.model("no_curriculum"), use_curriculum=False,
                  description="relgrade target, every stage on all five levels"),
-        TrainRun("grades_only", "grade_target", model_dir(cfg, "grades_only"),
+        TrainRun("grades_only", "grade_target", cfg.paths.model("grades_only"),
                  description="expected_grade / 3 only (no prior, no engagement), curriculum"),
     ]
     for f in cfg.training.scaling_fractions:
         if f < 1.0:
-            runs.append(TrainRun(f"scaling_{f:g}", cfg.training.target_column, model_dir(cfg, f"scaling_{f:g}"),
+            runs.append(TrainRun(f"scaling_{f:g}", cfg.training.target_column, cfg.paths.model(f"scaling_{f:g}"),
                                  graded_fraction=f, description=f"student on {f:.0%} of the teacher-graded pairs"))
     # the step budget: the student and the click-trained baseline with every stage's
     # examples multiplied (does a larger budget widen the gap between the two?)
@@ -115,6 +80,6 @@ def experiment_runs(cfg: RelgradeConfig) -> list[TrainRun]:
         if m != 1.0:
             for base in (student_run(cfg), click_run(cfg)):
                 name = f"{base.name}_budget_{m:g}x"
-                runs.append(base.with_(name=name, output_dir=model_dir(cfg, name), budget_multiplier=m,
+                runs.append(base.with_(name=name, output_dir=cfg.paths.model(name), budget_multiplier=m,
                                        description=f"{base.description}; {m:g}x the examples of every stage"))
     return runs

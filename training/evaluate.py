@@ -23,7 +23,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,9 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.reporting import png
-from training.args import CLICK, STUDENT, base_model_path, evaluation_dir, model_dir
-from training.index import Progress, build_index, encode, load_index, search
+from training.args import CLICK, STUDENT, base_model_path
+from relgrade.util import Progress, utc_now
+from training.index import build_index, encode, load_index, search
 
 log = logging.getLogger("training.evaluate")
 
@@ -137,12 +137,12 @@ def score_base(ed: EvalData, cfg: RelgradeConfig, k: int) -> Scored:
     """The off-the-shelf model, encoded exactly as the mining stage's dense channel does
     (same settings and embedding cache, so the catalog is usually not re-encoded)."""
     from relgrade.mining.channels import DenseChannel
-    from relgrade.mining.run import embedding_cache_dir
+    from relgrade.mining.stage import embedding_cache_dir
 
     m = cfg.mining
     ch = DenseChannel(model_path=base_model_path(cfg), batch_size=m.dense_batch_size, max_seq_length=m.dense_max_seq_length,
                       precision=m.dense_precision, cache_dir=embedding_cache_dir(cfg), threads=cfg.training.threads)
-    prog = Progress("encode catalog (base)", len(ed.item_texts), "texts", cfg.training.progress_every_s)
+    prog = Progress("encode catalog (base)", len(ed.item_texts), cfg.training.progress_every_s, log, unit="texts")
     emb = ch.encode(ed.item_texts, progress=lambda d, n: prog(d), what="items")
     qemb = ch.encode(ed.queries["text"].tolist(), what="queries")
     index = build_index(emb, cfg.training.threads)
@@ -359,7 +359,7 @@ def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
                             cfg.paths.test_scores)
                 continue
         if m in (STUDENT, CLICK):
-            specs[m] = {"kind": "trained", "path": model_dir(cfg, m)}
+            specs[m] = {"kind": "trained", "path": cfg.paths.model(m)}
         else:
             specs[m] = {"kind": m}
     return specs
@@ -376,7 +376,7 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
 
     torch.set_num_threads(cfg.training.threads)
     models = models or default_models(cfg)
-    out_dir = Path(out_dir) if out_dir else evaluation_dir(cfg)
+    out_dir = Path(out_dir) if out_dir else cfg.paths.report("evaluation")
     t_all = time.perf_counter()
     ed = load_eval_data(cfg)
     log.info("evaluating %d models on %d %s queries (%d judged pairs)", len(models), len(ed.queries), cfg.evaluation.split,
@@ -416,7 +416,7 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
                 target_lines[mname] = c * factor
     report = {
         "title": title, "split": cfg.evaluation.split, "profile": cfg.profile,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": utc_now().isoformat(timespec="seconds"),
         "queries": int(len(ed.queries)), "judged_pairs": int(len(ed.judged)),
         "queries_with_grade0": int(per_query[next(iter(per_query))]["has_g0"].sum()),
         "segments": {s: int((ed.queries["segment"] == s).sum()) for s in SEGMENTS},

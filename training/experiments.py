@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
-from training.args import CLICK, STUDENT, experiment_runs, experiments_dir, pipeline_runs
+from training.args import CLICK, STUDENT, experiment_runs, pipeline_runs
 from training.evaluate import check_targets, default_models, evaluate, metric_names, paired_comparison, render_html
 from training.index import INDEX_FILE
 from training.student import read_summary, train
@@ -57,7 +57,7 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     models["bm25"] = {"kind": "bm25"}
     # the teacher reference, as in the evaluate stage (left out there when grading has not run)
     models.update({n: spec for n, spec in default_models(cfg).items() if spec["kind"] == "teacher"})
-    rep = evaluate(cfg, models, out_dir=experiments_dir(cfg), title="Baselines, ablations and data scaling",
+    rep = evaluate(cfg, models, out_dir=cfg.paths.report("experiments"), title="Baselines, ablations and data scaling",
                    update_card=False)
     metrics = {m: {k: v["all"] for k, v in d.items()} for m, d in rep["models"].items()}
     scaling = []

@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
+
+from relgrade.util import Progress
 
 log = logging.getLogger("training.index")
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "index_items.json"
-
-
-class Progress:
-    """Logs ``done/total``, rate and ETA at most every ``every_s`` seconds."""
-
-    def __init__(self, what: str, total: int, unit: str, every_s: float = 10.0, logger: logging.Logger = log):
-        self.what, self.total, self.unit, self.every_s, self.log = what, total, unit, every_s, logger
-        self.t0 = self.last = time.perf_counter()
-
-    def __call__(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < self.every_s and done < self.total:
-            return
-        self.last = now
-        el = max(now - self.t0, 1e-9)
-        rate = done / el
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        self.log.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, elapsed %.0fs, ETA %.0fs", self.what, done, self.total,
-                      self.unit, 100.0 * done / max(self.total, 1), rate, self.unit, el, eta)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int = 32, precision: str = "auto",
@@ -55,7 +33,7 @@ def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int =
     order = np.argsort([-len(t) for t in uniq], kind="stable")
     enc = np.zeros((len(uniq), dim), dtype=np.float32)
     chunk = max(batch_size * 8, 512)
-    prog = Progress(what, len(uniq), "texts", progress_every_s)
+    prog = Progress(what, len(uniq), progress_every_s, log, unit="texts")
     old = model.max_seq_length
     model.max_seq_length = max_seq_length
     was_training = model.training

@@ -15,11 +15,9 @@ import json
 import logging
 import math
 import os
-import resource
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -27,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
-from training.args import TrainRun, base_model_path, trainset_path
+from training.args import TrainRun, base_model_path
 from training.curriculum import build_loss, describe, plan, stage_examples
 from training.data import load_trainset, subsample_graded
-from training.index import Progress, build_index, encode, save_index
+from relgrade.util import Progress, peak_rss_mb, utc_now
+from training.index import build_index, encode, save_index
 
 log = logging.getLogger("training.student")
 
@@ -42,7 +41,7 @@ def _progress_callback(stage_name: str, total_steps: int, batch_size: int, every
 
     class _Cb(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
-            self.p = Progress(f"train {stage_name}", total_steps, "steps", every_s, log)
+            self.p = Progress(f"train {stage_name}", total_steps, every_s, log, unit="steps")
 
         def on_step_end(self, args, state, control, **kw):
             self.p(state.global_step)
@@ -102,7 +101,7 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
              run.use_curriculum, run.graded_fraction, run.output_dir)
 
     # ---- 2. data ---------------------------------------------------------------------
-    df = trainset if trainset is not None else load_trainset(trainset_path(cfg), run.target_column)
+    df = trainset if trainset is not None else load_trainset(cfg.paths.trainset, run.target_column)
     df = subsample_graded(df, run.graded_fraction, t.seed)
     data_stats = {"rows": int(len(df)), "queries": int(df["query_id"].nunique()), "graded_rows": int(df["graded"].sum()),
                   "level_counts": {str(k): int(v) for k, v in df["level"].value_counts().sort_index().items()},
@@ -166,8 +165,8 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
         "curriculum": describe(stages), "data": data_stats, "stages": stage_stats, "index": index_stats,
         "train_s": round(sum(s.get("train_s", 0.0) for s in stage_stats), 2),
         "total_s": round(time.perf_counter() - t_run, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "trained_at": utc_now().isoformat(timespec="seconds"),
     }
     (tmp_folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str))
     write_model_card(tmp_folder, summary)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import datetime, timezone
 from pathlib import Path
+
+from relgrade.util import utc_now
 
 # what each computed check column means (validation/suites.py computes them)
 NOTES = {
@@ -96,7 +97,7 @@ def write_run_page(out_dir: Path, suite: str, run_name: str, rows: int, result: 
     tmp.replace(path)
     _append_index(out_dir, {"suite": suite, "run": run_name, "page": path.name, "success": ok, "rows": rows,
                             "met": n_ok, "evaluated": len(result["results"]),
-                            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                            "at": utc_now().isoformat(timespec="seconds")})
     return path
 
 

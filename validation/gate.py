@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
+from relgrade.util import utc_now
 from validation.docs import write_run_page
 from validation.suites import SUITES, GateContext, _as_float_for_gx
 
@@ -144,7 +144,7 @@ def validate(
 
     if suite not in SUITES:
         raise KeyError(f"no expectation suite named {suite!r}; known: {sorted(SUITES)}")
-    ctx = ctx or GateContext(max_future_skew_seconds=cfg.validation.max_future_skew_seconds)
+    ctx = ctx or GateContext(max_future_skew_seconds=cfg.validation.max_future_skew_seconds, min_rows=cfg.validation.min_rows)
     checked, expectations = SUITES[suite](df, ctx)
     checked = _as_float_for_gx(checked)
     with _LOCK:
@@ -162,7 +162,7 @@ def validate(
         )
         from great_expectations.core.run_identifier import RunIdentifier
 
-        run_name = f"{suite} {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC"
+        run_name = f"{suite} {utc_now().strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC"
         run = cp.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_name))
     vres = list(run.run_results.values())[0]
     page = write_run_page(cfg.paths.validation_pages, suite, run_name, len(df), vres.to_json_dict())
@@ -181,15 +181,19 @@ def validate(
     return report
 
 
-def gate_context(cfg: RelgradeConfig, **extra) -> GateContext:
-    """The context every feature-view suite checks against: catalog and query ids of the
-    data root (referential integrity) and the allowed clock skew; ``extra`` fields
-    (e.g. ``evidence`` for relevance_grade_fv) are set on it."""
+def gate_context(cfg: RelgradeConfig, catalog: pd.DataFrame | None = None, queries: pd.DataFrame | None = None,
+                 **extra) -> GateContext:
+    """The context every suite checks against: catalog and query ids (referential
+    integrity; those of the data root unless ``catalog``/``queries`` are given, e.g. an
+    ingest batch's own tables) and the allowed clock skew; ``extra`` fields (e.g.
+    ``evidence`` for relevance_grade_fv, ``cut`` for events) are set on it."""
     from relgrade.io import read_parquet
 
-    catalog = read_parquet(cfg.paths.table("catalog"), columns=["item_id"])
-    queries = read_parquet(cfg.paths.table("queries"), columns=["query_id"])
-    ctx = GateContext(item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]),
+    if catalog is None:
+        catalog = read_parquet(cfg.paths.table("catalog"), columns=["item_id"])
+    if queries is None:
+        queries = read_parquet(cfg.paths.table("queries"), columns=["query_id"])
+    ctx = GateContext(item_ids=pd.Index(catalog["item_id"].dropna()), query_ids=pd.Index(queries["query_id"].dropna()),
                       max_future_skew_seconds=cfg.validation.max_future_skew_seconds)
     for k, v in extra.items():
         setattr(ctx, k, v)

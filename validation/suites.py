@@ -12,23 +12,26 @@ Great Expectations is imported lazily (it takes seconds to import).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from relgrade.contract import GRADES, SEGMENTS, SLOTS, SPLITS, TABLES
+from relgrade.util import utc_now
+from relgrade.views import FEATURE_VIEWS, GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
 
 
 @dataclass
 class GateContext:
     """What a suite may compare a batch with."""
 
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=utc_now)
     item_ids: pd.Index | None = None  # catalog ids, for referential integrity
     query_ids: pd.Index | None = None  # query ids
     max_future_skew_seconds: int = 0
+    min_rows: int = 1  # every suite: the batch has at least this many rows
     excluded_query_ids: pd.Index | None = None  # e.g. test-split queries (training set)
     evidence: "GradeEvidence | None" = None  # relevance_grade_fv: probes of the union distribution
     cut: datetime | None = None  # events: the instant nothing may reach (a real log's end: the mining snapshot)
@@ -101,7 +104,7 @@ def _columns(exp: list, names: list[str]) -> None:
 
 def catalog_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, TABLES["catalog"].names)
     df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["item_id"])
     exp += [
@@ -114,7 +117,7 @@ def catalog_suite(df: pd.DataFrame, ctx: GateContext):
 
 def queries_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, TABLES["queries"].names)
     df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["query_id"])
     exp += [
@@ -131,7 +134,7 @@ def queries_suite(df: pd.DataFrame, ctx: GateContext):
 
 def judgments_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, TABLES["judgments"].names)
     df = _common_keys(df, ctx, exp, "judged_at", ["query_id", "item_id"])
     exp += [
@@ -147,7 +150,7 @@ def judgments_suite(df: pd.DataFrame, ctx: GateContext):
 
 def events_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, TABLES["events"].names)
     df = _common_keys(df, ctx, exp, "event_ts", ["query_id", "item_id", "event_ts"])
     exp.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["search_id", "position"]))
@@ -177,7 +180,7 @@ def _view_common(df: pd.DataFrame, ctx: GateContext, view: str):
     from relgrade.featurestore import view_columns
 
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, view_columns(view))
     df = _common_keys(df, ctx, exp, "event_timestamp", _VIEW_KEY)
     return df, exp
@@ -193,7 +196,7 @@ def _unit_interval(exp: list, cols: list[str], not_null: bool) -> None:
 
 def retrieval_prior_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    df, exp = _view_common(df, ctx, "retrieval_prior_fv")
+    df, exp = _view_common(df, ctx, RETRIEVAL_PRIOR_FV)
     _unit_interval(exp, ["retrieval_prior"], True)
     for c in ("rank_lexical", "rank_dense", "rank_behavioral", "rank_external"):
         exp.append(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=1))
@@ -215,7 +218,7 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
     if ev is not None:  # the probe rows are validated with the batch (same columns), never published
         df = pd.concat([df.assign(chk_population="union"), ev.probe.assign(chk_population="probe")],
                        ignore_index=True)
-    df, exp = _view_common(df, ctx, "relevance_grade_fv")
+    df, exp = _view_common(df, ctx, RELEVANCE_GRADE_FV)
     probs = [f"p_grade_{g}" for g in GRADES]
     df = df.assign(chk_prob_sum=df[probs].astype(float).sum(axis=1))
     _unit_interval(exp, ["confidence", *probs], True)
@@ -268,7 +271,7 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
 
 def gated_engagement_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    df, exp = _view_common(df, ctx, "gated_engagement_fv")
+    df, exp = _view_common(df, ctx, GATED_ENGAGEMENT_FV)
     counts = [f"{m}_{w}d" for w in (7, 28) for m in ("impressions", "clicks", "add_to_cart", "orders")]
     for c in counts:
         exp.append(gxe.ExpectColumnValuesToNotBeNull(column=c))
@@ -285,9 +288,9 @@ SUITES: dict[str, Callable[[pd.DataFrame, GateContext], tuple[pd.DataFrame, list
     "queries": queries_suite,
     "judgments": judgments_suite,
     "events": events_suite,
-    "retrieval_prior_fv": retrieval_prior_suite,
-    "relevance_grade_fv": relevance_grade_suite,
-    "gated_engagement_fv": gated_engagement_suite,
+    RETRIEVAL_PRIOR_FV: retrieval_prior_suite,
+    RELEVANCE_GRADE_FV: relevance_grade_suite,
+    GATED_ENGAGEMENT_FV: gated_engagement_suite,
 }
 
 
@@ -325,7 +328,7 @@ TRAINING_SET_REQUIRED = [
     "category", "difficulty_level", "grade", "expected_grade", "confidence", "impressions_28d", "clicks_28d",
     "ctr_raw_28d", "ctr_debiased_28d", "gated_preference", "target", "grade_target", "click_target",
 ]
-TRAINING_SET_VIEWS = ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")
+TRAINING_SET_VIEWS = FEATURE_VIEWS
 
 
 def training_set_suite(df: pd.DataFrame, ctx: GateContext):
@@ -334,7 +337,7 @@ def training_set_suite(df: pd.DataFrame, ctx: GateContext):
     ``known_at_<view>`` column (earliest instant the joined values were stored, from
     relgrade.assemble.build.feature_known_at) is <= the row's event_timestamp."""
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
+    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, TRAINING_SET_REQUIRED + [f"known_at_{v}" for v in TRAINING_SET_VIEWS])
     df = _common_keys(df, ctx, exp, "event_timestamp", ["query_id", "item_id"])
     lo, hi = getattr(ctx, "min_list_size", 1), getattr(ctx, "max_list_size", 1000)

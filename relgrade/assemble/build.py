@@ -20,14 +20,15 @@ import numpy as np
 import pandas as pd
 
 from relgrade.assemble.gating import refresh_gated_engagement
-from relgrade.assemble.targets import add_targets, list_form
+from relgrade.assemble.targets import add_targets
 from relgrade.config import RelgradeConfig
 from relgrade.io import file_digest, frame_digest, read_parquet
+from relgrade.views import FEATURE_VIEWS, GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
 
 log = logging.getLogger("relgrade.assemble")
 
-VIEWS = ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")
-ENGAGEMENT_VIEW = "gated_engagement_fv"
+VIEWS = FEATURE_VIEWS
+ENGAGEMENT_VIEW = GATED_ENGAGEMENT_FV
 TRAINSET_COLUMNS = [
     "query_id", "item_id", "event_timestamp", "query_text", "item_title", "segment",
     "retrieval_prior", "agreement", "category", "difficulty_level",
@@ -42,29 +43,25 @@ INT_COLUMNS = ("agreement", "difficulty_level", "grade", "impressions_28d", "cli
 
 
 def cut_instant(cfg: RelgradeConfig) -> pd.Timestamp:
-    from relgrade.mining.run import default_snapshot
-    from relgrade.mining.union import utc_timestamp
+    from relgrade.mining.stage import default_snapshot
+    from relgrade.util import utc_timestamp
 
     return utc_timestamp(cfg.assemble.cut_ts) if cfg.assemble.cut_ts is not None else default_snapshot(cfg)
 
 
-def training_dir(cfg: RelgradeConfig) -> Path:
-    return cfg.paths.root / "training"
-
-
 def output_paths(cfg: RelgradeConfig) -> dict[str, Path]:
-    d = training_dir(cfg)
-    r = cfg.paths.reports / "assemble"
-    return {"trainset": d / "trainset.parquet", "lists": d / "trainset_lists.parquet",
-            "manifest": d / "manifest.json", "report_html": r / "report.html", "report_json": r / "report.json"}
+    p = cfg.paths
+    r = p.report("assemble")
+    return {"trainset": p.trainset, "lists": p.trainset_lists, "manifest": p.trainset_manifest,
+            "report_html": r / "report.html", "report_json": r / "report.json"}
 
 
 def load_union(cfg: RelgradeConfig) -> tuple[pd.DataFrame, Path, pd.Timestamp]:
     """(query_id, item_id) of the mining snapshot's union, its path and the snapshot."""
-    from relgrade.mining.run import default_snapshot, union_path
+    from relgrade.mining.stage import default_snapshot
 
     snap = default_snapshot(cfg)
-    path = union_path(cfg, snap)
+    path = cfg.paths.union(snap)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `relgrade mine` for snapshot {snap.isoformat()} first")
     u = read_parquet(path, columns=["query_id", "item_id"])
@@ -219,8 +216,8 @@ def assemble(cfg: RelgradeConfig, publish_gated: Callable[[pd.DataFrame], dict] 
     if "test" in a.splits:
         raise ValueError("assemble.splits must not contain the test split")
     cut = cut_instant(cfg)
-    stage_of = {"retrieval_prior_fv": "relgrade mine", "relevance_grade_fv": "relgrade grade",
-                "gated_engagement_fv": "relgrade simulate && relgrade materialize"}
+    stage_of = {RETRIEVAL_PRIOR_FV: "relgrade mine", RELEVANCE_GRADE_FV: "relgrade grade",
+                GATED_ENGAGEMENT_FV: "relgrade simulate && relgrade materialize"}
     for v in VIEWS:
         if not cfg.paths.feature_source(v).exists():
             raise FileNotFoundError(f"feature view {v} has no offline table {cfg.paths.feature_source(v)}: "
@@ -237,8 +234,7 @@ def assemble(cfg: RelgradeConfig, publish_gated: Callable[[pd.DataFrame], dict] 
         t1 = time.perf_counter()
         events = read_parquet(cfg.paths.table("events"))
         batch, gated = refresh_gated_engagement(
-            events, queries, grade_lookup(cfg), cut, windows_days=cfg.engagement.windows_days,
-            prior_strength=a.engagement_prior_strength, min_grade=a.gate_min_grade, min_confidence=a.gate_min_confidence)
+            events, queries, grade_lookup(cfg), cut, prior_strength=a.engagement_prior_strength, min_grade=a.gate_min_grade, min_confidence=a.gate_min_confidence)
         del events
         if publish_gated is not None:
             gated["publish"] = publish_gated(batch)
@@ -288,7 +284,7 @@ def build_manifest(cfg: RelgradeConfig, res: dict, trainset: pd.DataFrame, lists
             "offline_rows": pq.ParquetFile(path).metadata.num_rows if path.exists() else 0,
             "features": [n for n, _ in d.VIEW_SCHEMAS[v]],
         }
-    teachers_dir = cfg.paths.root / "models" / "teachers"
+    teachers_dir = cfg.paths.teachers
     teacher_files = {}
     if teachers_dir.exists():
         for p in sorted(teachers_dir.rglob("meta.json"))[:50]:

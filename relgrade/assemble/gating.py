@@ -24,14 +24,9 @@ import numpy as np
 import pandas as pd
 
 from relgrade.engagement import engagement_features
+from relgrade.util import utc_timestamp
 
 log = logging.getLogger("relgrade.assemble")
-
-
-def _utc(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.floor("us")
 
 
 def gate_engagement(
@@ -69,7 +64,7 @@ def gate_engagement(
 def as_of_day(cut) -> pd.Timestamp:
     """The last complete UTC day before the cut: its aggregate is stamped at midnight
     after it, which is <= the cut."""
-    return _utc(cut).normalize() - pd.Timedelta(days=1)
+    return utc_timestamp(cut).normalize() - pd.Timedelta(days=1)
 
 
 def refresh_gated_engagement(
@@ -77,7 +72,6 @@ def refresh_gated_engagement(
     queries: pd.DataFrame,
     grade_lookup,
     cut,
-    windows_days=(7, 28),
     prior_strength: float = 20.0,
     min_grade: int = 2,
     min_confidence: float = 0.0,
@@ -88,12 +82,12 @@ def refresh_gated_engagement(
     pairs (the flow passes a Feast point-in-time lookup). Returns the gated_engagement_fv
     batch (stamped at ``cut``) and stats."""
     t0 = time.perf_counter()
-    cut = _utc(cut)
+    cut = utc_timestamp(cut)
     day = as_of_day(cut)
     ev = events[pd.to_datetime(events["event_ts"], utc=True) < day + pd.Timedelta(days=1)]
     if len(ev) == 0:
         raise ValueError(f"no events before the cut {cut.isoformat()}: nothing to gate")
-    feats = engagement_features(ev, queries, windows_days=tuple(windows_days), as_of_days=[day],
+    feats = engagement_features(ev, queries, as_of_days=[day],
                                 prior_strength=prior_strength)
     if len(feats) == 0:
         raise ValueError(f"no pair was shown in the window ending {day.date()}: nothing to gate")

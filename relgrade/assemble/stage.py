@@ -10,20 +10,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
+from relgrade.util import write_json_atomic
 
 log = logging.getLogger("relgrade.assemble")
-
-
-def write_json_atomic(path, doc: dict) -> None:
-    import json
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def gate_context(cfg: RelgradeConfig, queries: pd.DataFrame):
@@ -35,7 +24,7 @@ def gate_context(cfg: RelgradeConfig, queries: pd.DataFrame):
     return TrainingSetContext(
         item_ids=pd.Index(catalog["item_id"]), query_ids=pd.Index(queries["query_id"]),
         excluded_query_ids=pd.Index(queries.loc[~queries["split"].isin(a.splits), "query_id"]),
-        max_future_skew_seconds=cfg.validation.max_future_skew_seconds,
+        max_future_skew_seconds=cfg.validation.max_future_skew_seconds, min_rows=cfg.validation.min_rows,
         min_list_size=a.min_list_size, max_list_size=a.max_list_size, max_level_share=a.max_level_share,
         min_levels_present=a.min_levels_present, gate_min_grade=a.gate_min_grade,
     )

@@ -117,7 +117,7 @@ class PairFeaturizer:
     """
 
     def __init__(self, cfg: RelgradeConfig, catalog: pd.DataFrame, queries: pd.DataFrame, union: pd.DataFrame | None = None):
-        from relgrade.mining.run import make_channel
+        from relgrade.mining.stage import make_channel
 
         t0 = time.perf_counter()
         self.names = feature_names(cfg.grading.retrieval_features)

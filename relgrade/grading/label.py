@@ -19,7 +19,6 @@ import logging
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from relgrade.config import RelgradeConfig

@@ -37,6 +37,7 @@ from relgrade.grading.teachers import (CrossEncoderTeacher, GBMTeacher, StackedT
                                        soft_grade_targets)
 from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
 from relgrade.util import Progress, utc_now
+from relgrade.views import RELEVANCE_GRADE_FV
 
 log = logging.getLogger("relgrade.grading")
 
@@ -297,7 +298,7 @@ def build_judge(cfg: RelgradeConfig, fz: PairFeaturizer | None = None, inp: Inpu
     from relgrade.grading.llm_judge import LLMJudgeTeacher, few_shot_examples
 
     examples = few_shot_examples(inp.sets["train"], fz.texts, j.few_shot, cfg.grading.seed) if fz and inp else []
-    llm = LLMJudgeTeacher(j, cfg.paths.root / "cache" / "llm_judge.sqlite", examples)
+    llm = LLMJudgeTeacher(j, cfg.paths.cache / "llm_judge.sqlite", examples)
     llm.check()  # unreachable endpoint: a clear error before any pair is graded
     return llm
 
@@ -547,7 +548,7 @@ def finish_grades(cfg: RelgradeConfig, inp: Inputs, grades: pd.DataFrame,
 def to_grade_batch(grades: pd.DataFrame) -> pd.DataFrame:
     from relgrade.featurestore import view_columns
 
-    return grades[view_columns("relevance_grade_fv")].copy()
+    return grades[view_columns(RELEVANCE_GRADE_FV)].copy()
 
 
 # --------------------------------------------------------------------------- the saved cascade

@@ -16,14 +16,13 @@ from relgrade.mining.channels import (
     LexicalChannel,
 )
 from relgrade.mining.prior import CATEGORIES, CHANNELS, LEVELS, categorize, refine_levels, retrieval_prior
-from relgrade.mining.run import (
+from relgrade.mining.stage import (
     build_union,
     channel_names,
     default_snapshot,
     fit_and_search,
     make_channel,
     mine,
-    union_path,
     write_union,
 )
 from relgrade.mining.tokenize import tokenize

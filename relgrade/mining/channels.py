@@ -40,6 +40,7 @@ import scipy.sparse as sp
 
 from relgrade.contract import ContractError
 from relgrade.mining.tokenize import tokenize_many
+from relgrade.util import to_utc
 
 log = logging.getLogger("relgrade.mining")
 
@@ -458,11 +459,6 @@ class DenseChannel(Channel):
 
 
 # --------------------------------------------------------------------------- behavioural
-def _utc_ts(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-
 class BehavioralChannel(Channel):
     """Query-item engagement graph from the log *before* ``as_of``.
 
@@ -506,7 +502,7 @@ class BehavioralChannel(Channel):
         missing = [c for c in need if c not in events.columns]
         if missing:
             raise ContractError(f"behavioral channel: events missing column(s) {missing}")
-        self.as_of = _utc_ts(as_of)
+        self.as_of = to_utc(as_of)
         ts = pd.to_datetime(events["event_ts"], utc=True)
         keep = (ts < self.as_of).to_numpy()
         if lookback_days is not None:

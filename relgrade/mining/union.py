@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from relgrade.mining.prior import CHANNELS, LETTERS, categorize, retrieval_prior
+from relgrade.util import utc_timestamp
+from relgrade.views import RETRIEVAL_PRIOR_FV
 
 UNION_COLUMNS = (
     ["query_id", "item_id", "snapshot_ts"]
@@ -26,14 +28,7 @@ UNION_COLUMNS = (
     + [f"score_{c}" for c in CHANNELS]
     + ["agreement", "channel_pattern", "active_channels", "retrieval_prior", "category", "difficulty_level"]
 )
-FEATURE_VIEW = "retrieval_prior_fv"
-
-
-def utc_timestamp(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    """UTC, microsecond precision (the contract's timestamp convention)."""
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.floor("us")
+FEATURE_VIEW = RETRIEVAL_PRIOR_FV
 
 
 def _pattern(mask: np.ndarray) -> np.ndarray:

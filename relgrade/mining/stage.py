@@ -15,8 +15,6 @@ optional ``progress(channel, done, total, rate_qps, eta_s)`` callable.
 from __future__ import annotations
 
 import logging
-import resource
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -27,6 +25,8 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.mining import union as U
+from relgrade.util import Progress, peak_rss_mb, utc_timestamp
+from relgrade.views import RETRIEVAL_PRIOR_FV
 from relgrade.mining.channels import (
     BehavioralChannel,
     Channel,
@@ -40,35 +40,19 @@ log = logging.getLogger("relgrade.mining")
 ProgressCallback = Callable[[str, int, int, float, float], None]
 
 
-class Progress:
-    """Per-channel progress: logs ``done/total, q/s, ETA`` at most every ``every_s``
-    seconds (and at the end) and forwards each update to ``callback``."""
-
-    def __init__(self, channel: str, every_s: float = 5.0, callback: ProgressCallback | None = None, phase: str = "search"):
-        self.channel, self.every_s, self.callback, self.phase = channel, every_s, callback, phase
-        self.t0 = time.perf_counter()
-        self.t_last = -1e9
-        self.lock = threading.Lock()
-
-    def __call__(self, done: int, total: int) -> None:
-        with self.lock:
-            now = time.perf_counter()
-            el = max(now - self.t0, 1e-9)
-            rate = done / el
-            eta = (total - done) / rate if rate > 0 else float("inf")
-            if now - self.t_last >= self.every_s or done >= total:
-                self.t_last = now
-                log.info("mining %s %s: %d/%d (%.0f/s, ETA %.0fs)", self.channel, self.phase, done, total, rate, eta)
-            if self.callback is not None:
-                self.callback(self.channel, done, total, rate, eta)
+def _progress(channel: str, every_s: float, callback: ProgressCallback | None, phase: str = "search") -> Progress:
+    """A channel's progress line (``mining <channel> <phase>``), each update forwarded to
+    ``callback(channel, done, total, rate, eta)``."""
+    forward = None if callback is None else (lambda d, t, r, e: callback(channel, d, t, r, e))
+    return Progress(f"mining {channel} {phase}", 0, every_s, log, callback=forward)
 
 
 def default_snapshot(cfg: RelgradeConfig) -> pd.Timestamp:
     """``mining.snapshot_ts``, or the end of the simulated log."""
     if cfg.mining.snapshot_ts is not None:
-        return U.utc_timestamp(cfg.mining.snapshot_ts)
+        return utc_timestamp(cfg.mining.snapshot_ts)
     sim = cfg.simulation
-    return U.utc_timestamp(sim.start_date + timedelta(days=sim.days))
+    return utc_timestamp(sim.start_date + timedelta(days=sim.days))
 
 
 def channel_names(cfg: RelgradeConfig, external_path: str | Path | None = None) -> list[str]:
@@ -80,7 +64,7 @@ def channel_names(cfg: RelgradeConfig, external_path: str | Path | None = None) 
 
 def embedding_cache_dir(cfg: RelgradeConfig) -> Path:
     m = cfg.mining
-    return cfg.resolve(m.dense_cache_dir) if m.dense_cache_dir else cfg.paths.root / "cache" / "embeddings"
+    return cfg.resolve(m.dense_cache_dir) if m.dense_cache_dir else cfg.paths.cache / "embeddings"
 
 
 def make_channel(
@@ -137,16 +121,16 @@ def fit_and_search(
     """Build, fit and run one channel: its top-K frame ``query_id, item_id, rank,
     score``. Timings and channel stats go into ``stats`` when given (and the log)."""
     t0 = time.perf_counter()
-    snapshot_ts = default_snapshot(cfg) if snapshot_ts is None else U.utc_timestamp(snapshot_ts)
+    snapshot_ts = default_snapshot(cfg) if snapshot_ts is None else utc_timestamp(snapshot_ts)
     ch = make_channel(channel_name, cfg, events, snapshot_ts, external_path, queries)
     every = cfg.mining.progress_every_s
     if isinstance(ch, DenseChannel):
-        ch.fit(catalog, progress=Progress(channel_name, every, progress, phase="encode items"))
+        ch.fit(catalog, progress=_progress(channel_name, every, progress, phase="encode items"))
     else:
         ch.fit(catalog)
     t_fit = time.perf_counter() - t0
     t1 = time.perf_counter()
-    res = ch.search(queries, cfg.mining.k, progress=Progress(channel_name, every, progress))
+    res = ch.search(queries, cfg.mining.k, progress=_progress(channel_name, every, progress))
     t_search = time.perf_counter() - t1
     st = {
         "channel": channel_name, "k": cfg.mining.k, "queries": int(queries["query_id"].nunique()),
@@ -171,21 +155,11 @@ def build_union(results: dict[str, pd.DataFrame], cfg: RelgradeConfig, snapshot_
                          agreement_weight=m.prior_agreement_weight, near_top_rank=m.near_top_rank, high_rank=m.high_rank)
 
 
-def union_path(cfg: RelgradeConfig, snapshot_ts: datetime | str | pd.Timestamp) -> Path:
-    ts = U.utc_timestamp(snapshot_ts)
-    return cfg.paths.root / "mining" / f"union_{ts.strftime('%Y%m%dT%H%M%SZ')}.parquet"
-
-
 def write_union(cfg: RelgradeConfig, union: pd.DataFrame, snapshot_ts: datetime | str | pd.Timestamp | None = None) -> Path:
     from relgrade.io import write_parquet_atomic
 
     ts = snapshot_ts if snapshot_ts is not None else union["snapshot_ts"].iloc[0]
-    return write_parquet_atomic(union, union_path(cfg, ts))
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return write_parquet_atomic(union, cfg.paths.union(ts))
 
 
 def mine(
@@ -201,7 +175,7 @@ def mine(
     """Mine one snapshot. Returns ``{"snapshot_ts", "results": {channel: frame},
     "union", "feature_batch", "stats"}``; nothing is written (the flow publishes)."""
     t0 = time.perf_counter()
-    ts = default_snapshot(cfg) if snapshot_ts is None else U.utc_timestamp(snapshot_ts)
+    ts = default_snapshot(cfg) if snapshot_ts is None else utc_timestamp(snapshot_ts)
     names = channel_names(cfg, external_path)
     if "behavioral" in names and events is None:
         log.warning("mining: no events given; the behavioral channel is skipped")
@@ -232,3 +206,107 @@ def mine(
     log.info("mining snapshot %s: %d union rows from %s in %.1fs", summary["snapshot_ts"], len(union), names, summary["total_s"])
     return {"snapshot_ts": ts, "results": results, "union": union, "feature_batch": batch,
             "stats": {"channels": stats, "summary": summary}}
+
+
+# --------------------------------------------------------------------------- the stage's steps (flows/mine.py)
+def external_source(cfg: RelgradeConfig, external_path: str | Path | None = None) -> Path | None:
+    """The external channel's file: the one given, else ``mining.external_path``."""
+    p = external_path or cfg.mining.external_path
+    return cfg.resolve(str(p)) if p else None
+
+
+def channel_inputs(cfg: RelgradeConfig, channel: str, external_path: str | Path | None = None) -> list[Path]:
+    """The files one channel reads (its cache key)."""
+    p = cfg.paths
+    inputs = [p.table("catalog"), p.table("queries")]
+    if channel == "behavioral":
+        inputs.append(p.table("events"))
+    if channel == "external":
+        inputs.append(external_source(cfg, external_path))
+    return inputs
+
+
+def run_channel(cfg: RelgradeConfig, channel: str, snapshot_ts, external_path: str | Path | None = None) -> dict:
+    """Fit one channel on the catalog, take its top-K for every query and write the frame
+    to ``Paths.channel``; returns ``{"channel", "path", "stats"}``."""
+    from relgrade.io import read_parquet, write_parquet_atomic
+
+    p = cfg.paths
+    catalog, queries = read_parquet(p.table("catalog")), read_parquet(p.table("queries"))
+    events = read_parquet(p.table("events")) if channel == "behavioral" else None
+    stats: dict = {}
+    res = fit_and_search(channel, cfg, catalog, queries, events, snapshot_ts, external_source(cfg, external_path),
+                         stats=stats)
+    path = write_parquet_atomic(res, p.channel(snapshot_ts, channel))
+    log.info("channel %s: %d rows for %d queries in %.1fs -> %s", channel, len(res), stats.get("queries_with_hits", 0),
+             stats.get("total_s", 0.0), path)
+    return {"channel": channel, "path": str(path), "stats": stats}
+
+
+def union_inputs(cfg: RelgradeConfig, snapshot_ts, channels) -> list[Path]:
+    p = cfg.paths
+    return [p.channel(snapshot_ts, c) for c in sorted(channels)] + [p.table(t) for t in ("catalog", "queries", "judgments")]
+
+
+def union_outputs(cfg: RelgradeConfig, snapshot_ts) -> list[Path]:
+    p = cfg.paths
+    r = p.report("mining")
+    return [p.union(snapshot_ts), p.feature_source(RETRIEVAL_PRIOR_FV), p.mining_manifest(snapshot_ts),
+            r / "report.json", r / "report.html"]
+
+
+def union_of_runs(cfg: RelgradeConfig, snapshot_ts, channel_runs: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The union table of the channel frames ``channel_runs`` wrote, and its
+    ``retrieval_prior_fv`` batch."""
+    from relgrade.io import read_parquet
+
+    results = {c: read_parquet(r["path"]) for c, r in channel_runs.items()}
+    union = build_union(results, cfg, snapshot_ts)
+    log.info("union: %d rows (%d queries)", len(union), union["query_id"].nunique())
+    return union, U.to_feature_batch(union, snapshot_ts)
+
+
+def report(cfg: RelgradeConfig, union: pd.DataFrame, run_stats: dict) -> dict:
+    """The mining report (reports/mining/report.{html,json}) on ``mining.report_split``."""
+    from relgrade.io import read_parquet
+    from relgrade.mining.report import mining_report
+
+    p, m = cfg.paths, cfg.mining
+    rep = mining_report(union, read_parquet(p.table("judgments")), read_parquet(p.table("queries")),
+                        read_parquet(p.table("catalog"), columns=["item_id", "title"]), k=m.k,
+                        out_dir=p.report("mining"), split=m.report_split, stats=run_stats,
+                        positive_grade=m.positive_grade, near_top_rank=m.near_top_rank, high_rank=m.high_rank,
+                        name="report")
+    uv = rep["metrics"].get("union_vs_best_single", {})
+    if uv:
+        log.info("report (%s): union recall@%d %.4f vs best single %s %.4f (+%.4f); %s", m.report_split, m.k,
+                 uv["union_recall"] or 0, uv["best_channel"], uv["best_channel_recall"] or 0, uv["absolute_gain"] or 0,
+                 rep["html"])
+    return rep
+
+
+def manifest(cfg: RelgradeConfig, snapshot_ts, union: pd.DataFrame, published: dict, rep: dict,
+             run_stats: dict) -> dict:
+    """The snapshot's manifest (``Paths.mining_manifest``): counts, digests, the published
+    view, the report's headline figures."""
+    from relgrade.io import frame_digest, read_parquet
+
+    m = cfg.mining
+    met = rep["metrics"]
+    queries = read_parquet(cfg.paths.table("queries"), columns=["query_id"])
+
+    def counts(col: str, by_index: bool = True) -> dict:
+        vc = union[col].value_counts()
+        return {str(k): int(v) for k, v in (vc.sort_index() if by_index else vc).items()}
+
+    return {
+        "stage": "mine", "snapshot_ts": pd.Timestamp(snapshot_ts).isoformat(), "k": m.k,
+        "channels": sorted(run_stats["channels"]), "queries": int(queries["query_id"].nunique()),
+        "union_rows": int(len(union)), "union_path": str(cfg.paths.union(snapshot_ts)), "feature_view": published,
+        "digests": {"union": frame_digest(union)}, "agreement_counts": counts("agreement"),
+        "category_counts": counts("category", by_index=False), "level_counts": counts("difficulty_level"),
+        "report": {"html": rep["html"], "json": rep["json"], "split": m.report_split,
+                   "recall": {c: v[f"recall@{m.k}"]["macro"] for c, v in met["recall"].items()},
+                   "union_vs_best_single": met.get("union_vs_best_single", {})},
+        "run_stats": run_stats, "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

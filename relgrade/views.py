@@ -1,0 +1,11 @@
+"""The names of relgrade's feature views and feature services: the one place code refers
+to them from. Their Feast declarations (schemas, sources, TTLs) are in
+``feature_repo/definitions.py``, which imports only Feast; a test checks the two agree."""
+
+RETRIEVAL_PRIOR_FV = "retrieval_prior_fv"  # mine: per-channel ranks, agreement, prior, difficulty level
+RELEVANCE_GRADE_FV = "relevance_grade_fv"  # grade: calibrated teacher-cascade grades
+GATED_ENGAGEMENT_FV = "gated_engagement_fv"  # simulate/assemble: engagement, gated by grade
+FEATURE_VIEWS = (RETRIEVAL_PRIOR_FV, RELEVANCE_GRADE_FV, GATED_ENGAGEMENT_FV)
+
+TRAINING_SERVICE = "training_v1"  # every view, read point in time by assemble
+SERVING_SERVICE = "serving_v1"  # the views written online
