@@ -86,18 +86,8 @@ def report_task(cfg: RelgradeConfig, summary: dict, ev: dict, grades, union, que
     return write_report(cfg.paths.report("grading"), summary, ev, grades, union, queries, catalog)
 
 
-def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str, Any]:
-    """The stage's tasks in order; returns the manifest."""
-    from relgrade.grading import stage as S
-    from relgrade.grading.probes import union_evidence
-    from relgrade.mining.union import to_feature_batch
-    from relgrade.util import peak_rss_mb
-
-    log = get_run_logger()
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    inp, fz, train, dev = io_task(prepare_task, cfg)(cfg)
-    timings["prepare"] = time.perf_counter() - t0
+def train_teachers(cfg: RelgradeConfig, fz, train) -> tuple[list, dict]:
+    """Every stage of ``grading.stages`` as a task, in order; (teachers, what each did)."""
     teachers, trained = [], {}
     for k, s in enumerate(cfg.grading.stages):
         t1 = time.perf_counter()
@@ -105,40 +95,56 @@ def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str,
         teachers.append(t)
         trained[s.name] = {"version": t.version, "trained_now": now, "train_s": t.train_s,
                            "seconds": time.perf_counter() - t1}
-    timings["teachers"] = sum(v["seconds"] for v in trained.values())
-    t1 = time.perf_counter()
-    cal = calibrate_task(cfg, fz, inp, teachers, dev)
-    cascade = S.build_cascade(cfg, cal, fz, inp)
-    timings["calibration"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    raw, gstats = io_task(grade_union_task, cfg)(cfg, fz, inp, cascade, cal, stop_after)
-    timings["grading"] = time.perf_counter() - t1
+    return teachers, trained
+
+
+def publish(cfg: RelgradeConfig, grades, refined, evidence, snapshot, test_scores) -> dict:
+    """Both views and the grade files land together, or none does (one transaction)."""
+    from relgrade.grading.stage import to_grade_batch
+    from relgrade.mining.union import to_feature_batch
+
+    with transaction():
+        pub = io_task(publish_view, cfg)(cfg, VIEW, to_grade_batch(grades), evidence=evidence.for_gate(grades))
+        pub_prior = io_task(publish_view, cfg)(cfg, PRIOR_VIEW, to_feature_batch(refined, snapshot))
+        write_outputs(cfg, {cfg.paths.grades: grades, cfg.paths.test_scores: test_scores})
+    return {VIEW: pub, PRIOR_VIEW: pub_prior}
+
+
+def run_grading(cfg: RelgradeConfig, stop_after: int | None = None) -> dict[str, Any]:
+    """The stage's tasks in order; returns the manifest."""
+    from relgrade.grading import stage as S
+    from relgrade.grading.probes import union_evidence
+    from relgrade.util import Stopwatch, peak_rss_mb
+
+    clock = Stopwatch()
+    with clock("prepare"):
+        inp, fz, train, dev = io_task(prepare_task, cfg)(cfg)
+    with clock("teachers"):
+        teachers, trained = train_teachers(cfg, fz, train)
+    with clock("calibration"):
+        cal = calibrate_task(cfg, fz, inp, teachers, dev)
+        cascade = S.build_cascade(cfg, cal, fz, inp)
+    with clock("grading"):
+        raw, gstats = io_task(grade_union_task, cfg)(cfg, fz, inp, cascade, cal, stop_after)
     prior = S.estimate_prior(cfg, raw, cal)
-    t1 = time.perf_counter()
-    ev = evaluate_task(cfg, fz, inp, cascade, cal, prior)
-    timings["evaluation"] = time.perf_counter() - t1
+    with clock("evaluation"):
+        ev = evaluate_task(cfg, fz, inp, cascade, cal, prior)
     grades, refined = S.finish_grades(cfg, inp, raw, prior)
     evidence = union_evidence(cfg, inp, grades, ev["probe"])
     summary = S.summarize(cfg, inp, cal, ev, grades, gstats, trained, prior, evidence)
-    cascade_dir = S.save_cascade(cfg, cal, prior)
-    snapshot = inp.snapshot_ts
+    summary["cascade_dir"] = str(S.save_cascade(cfg, cal, prior))
     del fz, teachers, cascade, raw, train, dev
     gc.collect()  # Feast's online writes of ~2M rows need the memory the models held
-    t1 = time.perf_counter()
-    with transaction():  # both views and the grade files land together, or none does
-        pub = io_task(publish_view, cfg)(cfg, VIEW, S.to_grade_batch(grades), evidence=evidence.for_gate(grades))
-        pub_prior = io_task(publish_view, cfg)(cfg, PRIOR_VIEW, to_feature_batch(refined, snapshot))
-        write_outputs(cfg, {cfg.paths.grades: grades, cfg.paths.test_scores: ev["test_scores"]})
-    timings["publish"] = time.perf_counter() - t1
-    summary["published"] = {VIEW: pub, PRIOR_VIEW: pub_prior}
-    summary["cascade_dir"] = str(cascade_dir)
-    summary["timings_s"] = {**timings, "total": time.perf_counter() - t0}
+    with clock("publish"):
+        summary["published"] = publish(cfg, grades, refined, evidence, inp.snapshot_ts, ev["test_scores"])
+    summary["timings_s"] = {**clock.laps, "total": clock.total}
     summary["peak_rss_mb"] = peak_rss_mb()
     summary["report"] = report_task(cfg, summary, ev, grades, inp.union, inp.queries, inp.catalog)
     c = summary["metrics"]["cascade"]
-    log.info("graded %d pairs in %.0fs; test (judged population) QWK %.4f, RMSE %.4f; random-pair probe %.1f%% "
-             "grade 0; report %s", len(grades), summary["timings_s"]["total"], c["qwk"], c.get("rmse_raw") or
-             c["rmse_grade"], 100 * summary["probe"]["grade_0_share"], summary["report"]["html"])
+    get_run_logger().info("graded %d pairs in %.0fs; test (judged population) QWK %.4f, RMSE %.4f; random-pair "
+                          "probe %.1f%% grade 0; report %s", len(grades), clock.total, c["qwk"],
+                          c.get("rmse_raw") or c["rmse_grade"], 100 * summary["probe"]["grade_0_share"],
+                          summary["report"]["html"])
     return summary
 
 

@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -86,6 +86,23 @@ def _run(fn, *args, stage: str = "relgrade", **kw):
         raise typer.Exit(1) from None
 
 
+def _stage(stage: str, profile: str, data_root: Optional[str], config: Optional[Path],
+           show: Callable[[dict], Any] = lambda r: r, limit: int | None = None, indent: int | None = None,
+           **flow_kwargs) -> dict:
+    """One pipeline stage from the command line: set up (config, Prefect server, run log),
+    run ``flows.<stage>.<stage>_flow``, print ``show(result)`` as JSON (cut at ``limit``
+    characters) and where the outputs are."""
+    import importlib
+
+    cfg, ov, log_path = _setup(profile, data_root, stage, config)
+    flow_fn = getattr(importlib.import_module(f"flows.{stage}"), f"{stage}_flow")
+    result = _run(flow_fn, profile, ov, stage=stage, **flow_kwargs)
+    text = json.dumps(show(result), default=str, indent=indent)
+    typer.echo(text[:limit] if limit else text)
+    _where(cfg, log_path)
+    return result
+
+
 def _where(cfg, log_path: Path) -> None:
     p = cfg.paths
     typer.echo("\nOutputs")
@@ -104,11 +121,7 @@ def ingest(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
         config: Optional[Path] = ConfigOpt):
     """Read the configured dataset through its adapter, conform it to the data contract,
     validate catalog, queries and judgments, and write them (all or none)."""
-    cfg, ov, log_path = _setup(profile, data_root, "ingest", config)
-    from flows.ingest import ingest_flow
-
-    typer.echo(json.dumps(_run(ingest_flow, profile, ov, stage="ingest")["rows"]))
-    _where(cfg, log_path)
+    _stage("ingest", profile, data_root, config, show=lambda r: r["rows"])
 
 
 @app.command()
@@ -116,11 +129,7 @@ def simulate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
         config: Optional[Path] = ConfigOpt):
     """Simulate the engagement log (searches, impressions, clicks, carts, orders) for
     the ingested catalog, validate it, and stage windowed engagement features."""
-    cfg, ov, log_path = _setup(profile, data_root, "simulate", config)
-    from flows.simulate import simulate_flow
-
-    typer.echo(json.dumps(_run(simulate_flow, profile, ov, stage="simulate")))
-    _where(cfg, log_path)
+    _stage("simulate", profile, data_root, config)
 
 
 @app.command()
@@ -132,11 +141,7 @@ def materialize(
 ):
     """Validate staged feature batches, merge them into Feast's offline store and
     materialize them into the online store."""
-    cfg, ov, log_path = _setup(profile, data_root, "materialize", config)
-    from flows.materialize import materialize_flow
-
-    typer.echo(json.dumps(_run(materialize_flow, profile, ov, stage="materialize", views=view or None), default=str))
-    _where(cfg, log_path)
+    _stage("materialize", profile, data_root, config, views=view or None)
 
 
 @app.command()
@@ -152,13 +157,8 @@ def mine(
     behavioural click graph from events before the snapshot, optional external) as
     concurrent tasks, write the union table, publish retrieval_prior_fv through the
     validation gate and write the mining report (reports/mining/report.html)."""
-    cfg, ov, log_path = _setup(profile, data_root, "mine", config)
-    from flows.mine import mine_flow
-
-    result = _run(mine_flow, profile, ov, stage="mine", external_path=external)
-    typer.echo(json.dumps({k: result[k] for k in ("snapshot_ts", "channels", "union_rows", "union_path", "report")},
-                          default=str)[:4000])
-    _where(cfg, log_path)
+    _stage("mine", profile, data_root, config, limit=4000, external_path=external,
+           show=lambda r: {k: r[k] for k in ("snapshot_ts", "channels", "union_rows", "union_path", "report")})
 
 
 @app.command()
@@ -168,11 +168,7 @@ def assemble(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
     point-in-time through Feast at the cut (default: the mining snapshot), compute the
     blended targets, validate (suite training_set) and write training/trainset.parquet,
     trainset_lists.parquet, manifest.json and the data-quality report."""
-    cfg, ov, log_path = _setup(profile, data_root, "assemble", config)
-    from flows.assemble import assemble_flow
-
-    typer.echo(json.dumps(_run(assemble_flow, profile, ov, stage="assemble"), default=str, indent=1))
-    _where(cfg, log_path)
+    _stage("assemble", profile, data_root, config, indent=1)
 
 
 @app.command()
@@ -182,14 +178,9 @@ def train(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
     the three-stage curriculum over the five difficulty levels (config: training), and
     the click-trained baseline on the same queries and budget; save each as a
     sentence-transformers folder with a model card and a FAISS index of the catalog."""
-    cfg, ov, log_path = _setup(profile, data_root, "train", config)
-    from flows.train import train_flow
-
-    result = _run(train_flow, profile, ov, stage="train")
-    typer.echo(json.dumps(result, default=str, indent=1)[:4000])
+    result = _stage("train", profile, data_root, config, indent=1, limit=4000)
     for name, m in result["models"].items():
         typer.echo(f"  model {name:14s}: {m['path']}  (index: {m['index']})")
-    _where(cfg, log_path)
 
 
 @app.command()
@@ -198,13 +189,8 @@ def evaluate(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
     """Evaluate the student, the click-trained baseline, the base MiniLM and BM25 on the
     held-out human grades (judged-set NDCG@10, embarrassing@3, full-catalog recall@100,
     by segment, bootstrap 95% intervals); write reports/evaluation/report.{html,json}."""
-    cfg, ov, log_path = _setup(profile, data_root, "evaluate", config)
-    from flows.evaluate import evaluate_flow
-
-    result = _run(evaluate_flow, profile, ov, stage="evaluate")
-    typer.echo(json.dumps(result, default=str, indent=1)[:6000])
+    result = _stage("evaluate", profile, data_root, config, indent=1, limit=6000)
     typer.echo(f"  evaluation report: {result['report']['html']}")
-    _where(cfg, log_path)
 
 
 @app.command()
@@ -242,18 +228,15 @@ def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
     trained on train-split human judgments and calibrated on dev. Grades in resumable
     chunks, publishes relevance_grade_fv and the grade-refined retrieval_prior_fv through
     the validation gate, writes grading/grades.parquet and reports/grading/report.html."""
-    cfg, ov, log_path = _setup(profile, data_root, "grade", config)
-    from flows.grade import grade_flow
+    def show(res: dict) -> dict:
+        c = res["metrics"]["cascade"]
+        return {"pairs": res["union"]["pairs"], "thresholds": res["thresholds"],
+                "test_qwk": {k: round(v["qwk"], 4) for k, v in res["metrics"].items() if "qwk" in v},
+                "test_rmse_cascade": round(c.get("rmse_raw") or c["rmse_grade"], 4),
+                "random_probe_grade0": res["probe"]["grade_0_share"], "union_reach_share": res["union"]["reach_share"],
+                "total_s": round(res["timings_s"]["total"], 1), "report": res["report"]["html"]}
 
-    res = _run(grade_flow, profile, ov, stage="grade")
-    c = res["metrics"]["cascade"]
-    typer.echo(json.dumps({"pairs": res["union"]["pairs"], "thresholds": res["thresholds"],
-                           "test_qwk": {k: round(v["qwk"], 4) for k, v in res["metrics"].items() if "qwk" in v},
-                           "test_rmse_cascade": round(c.get("rmse_raw") or c["rmse_grade"], 4),
-                           "random_probe_grade0": res["probe"]["grade_0_share"],
-                           "union_reach_share": res["union"]["reach_share"],
-                           "total_s": round(res["timings_s"]["total"], 1), "report": res["report"]["html"]}))
-    _where(cfg, log_path)
+    _stage("grade", profile, data_root, config, show=show)
 
 
 @app.command()

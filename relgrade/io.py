@@ -28,20 +28,7 @@ def normalize_timestamps(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_parquet_atomic(data: pd.DataFrame | pa.Table, path: Path) -> Path:
     """Write to a temp file beside ``path`` then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(
-        normalize_timestamps(data), preserve_index=False
-    )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_tables_atomic({Path(path): data})[0]
 
 
 def write_tables_atomic(tables: dict[Path, pd.DataFrame | pa.Table]) -> list[Path]:

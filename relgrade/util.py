@@ -8,6 +8,7 @@ import os
 import resource
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -50,6 +51,28 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class Stopwatch:
+    """Seconds per named step: ``with clock("train"): ...``; ``clock.laps`` maps each step
+    to its seconds (a step entered twice adds up), ``clock.total`` is the time since the
+    stopwatch started."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, step: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.laps[step] = self.laps.get(step, 0.0) + time.perf_counter() - t
+
+    @property
+    def total(self) -> float:
         return time.perf_counter() - self.t0
 
 

@@ -124,8 +124,8 @@ def test_gbm_learns_soft_targets_and_weights():
     y = np.clip(np.floor(x + 0.5), 0, 3).astype(np.int64)
     X = np.column_stack([x, rng.normal(size=n)]).astype(np.float32)
     s = GBMStageConfig(max_iter=60, learning_rate=0.1, max_leaf_nodes=7)
-    hard = GBMTeacher.train(X, np.eye(4)[y], np.ones(n), s, "h", 0)
-    soft = GBMTeacher.train(X, soft_grade_targets(y, raw), np.ones(n), s, "s", 0)
+    hard = GBMTeacher.train(X, np.eye(4)[y], np.ones(n), settings=s, version="h", seed=0)
+    soft = GBMTeacher.train(X, soft_grade_targets(y, raw), np.ones(n), settings=s, version="s", seed=0)
     grid = np.column_stack([np.linspace(0.2, 2.8, 50), np.zeros(50)]).astype(np.float32)
     e_hard = softmax(hard.logits_from_features(grid)) @ np.arange(4)
     e_soft = softmax(soft.logits_from_features(grid)) @ np.arange(4)
@@ -134,7 +134,7 @@ def test_gbm_learns_soft_targets_and_weights():
     # a weight moves the fit: the same points labelled 0, weighted 9x, pull the grades down
     X2 = np.vstack([X, X])
     T2 = np.vstack([np.eye(4)[y], np.eye(4)[np.zeros(n, int)]])
-    low = GBMTeacher.train(X2, T2, np.r_[np.ones(n), np.full(n, 9.0)], s, "w", 0)
+    low = GBMTeacher.train(X2, T2, np.r_[np.ones(n), np.full(n, 9.0)], settings=s, version="w", seed=0)
     assert (softmax(low.logits_from_features(grid)) @ np.arange(4)).mean() < e_hard.mean() - 0.5
 
 

@@ -169,7 +169,8 @@ def _toy_eval():
 def test_teacher_reference_ranks_judged_items_by_its_held_out_scores(tmp_path):
     """The teacher row reads the grade stage's held-out scores for exactly the judged
     pairs; it has judged-set metrics only (no recall), and a missing pair is an error."""
-    from training.evaluate import query_metrics, score_teacher
+    from training.evaluate import score_teacher
+    from training.metrics import query_metrics
 
     ed, _ = _toy_eval()
     cfg = load_config("quick", overrides={"data_root": str(tmp_path)})
@@ -190,7 +191,7 @@ def test_teacher_reference_ranks_judged_items_by_its_held_out_scores(tmp_path):
 
 
 def test_query_metrics_match_hand_computation():
-    from training.evaluate import query_metrics
+    from training.metrics import query_metrics
 
     ed, sc = _toy_eval()
     cfg = load_config("quick")
@@ -208,7 +209,7 @@ def test_query_metrics_match_hand_computation():
 
 
 def test_bootstrap_intervals_and_paired_ratios():
-    from training.evaluate import aggregate
+    from training.metrics import aggregate
 
     cfg = load_config("quick", overrides={"evaluation": {"bootstrap": 500}})
     rng = np.random.default_rng(0)
@@ -234,7 +235,8 @@ def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
     """Each budget's student against its same-budget click-trained twin (ratios, paired
     intervals, targets) and against the best click-trained run of any budget: a baseline
     that degrades with more steps must not flatter the student."""
-    from training.evaluate import aggregate, render_html
+    from training.metrics import aggregate
+    from training.report import render_html
     from training.experiments import budget_comparison
 
     cfg = load_config("quick", overrides={"evaluation": {"bootstrap": 300}})
@@ -279,7 +281,7 @@ def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
 
 
 def test_retrieval_drift_stats_and_report_section():
-    from training.evaluate import render_html
+    from training.report import render_html
     from training.experiments import drift_stats
 
     appeal = np.array([-1.0, 0.0, 1.0, 2.0])
@@ -377,7 +379,7 @@ def test_evaluation_report_for_student_and_bm25(world, trained):
     card = (student_run(cfg).output_dir / "README.md").read_text()
     assert "recall@100" in card  # the card carries the metrics after evaluation
     # every query / catalog string in the page is escaped
-    from training.evaluate import render_html
+    from training.report import render_html
 
     assert rep["examples"], "examples of queries with a grade-0 item"
     rep["examples"][0]["query"] = "<script>alert(1)</script> & 2\" x 4"

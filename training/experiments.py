@@ -29,7 +29,9 @@ import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
 from training.args import CLICK, STUDENT, experiment_runs, pipeline_runs
-from training.evaluate import check_targets, default_models, evaluate, metric_names, paired_comparison, render_html
+from training.evaluate import default_models, evaluate
+from training.metrics import check_targets, metric_names, paired_comparison
+from training.report import render_html
 from training.index import INDEX_FILE
 from training.student import read_summary, train
 

@@ -102,27 +102,36 @@ def _columns(exp: list, names: list[str]) -> None:
         exp.append(gxe.ExpectColumnToExist(column=n))
 
 
+def _contract_table(df: pd.DataFrame, ctx: GateContext, table: str, ts_col: str | None, key: list[str],
+                    references: bool = True):
+    """What every contract table's suite starts with: at least ``min_rows`` rows, the
+    contract's columns, then :func:`_common_keys` (without referential integrity when
+    ``references`` is False: catalog and queries are what the others refer to)."""
+    exp: list = [_gxe().ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
+    _columns(exp, TABLES[table].names)
+    df = _common_keys(df, ctx if references else GateContext(now=ctx.now), exp, ts_col, key)
+    return df, exp
+
+
+def _text(column: str, max_length: int) -> list:
+    """A text every row has: not null, 1 to ``max_length`` characters."""
+    gxe = _gxe()
+    return [gxe.ExpectColumnValuesToNotBeNull(column=column),
+            gxe.ExpectColumnValueLengthsToBeBetween(column=column, min_value=1, max_value=max_length)]
+
+
 def catalog_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
-    _columns(exp, TABLES["catalog"].names)
-    df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["item_id"])
-    exp += [
-        gxe.ExpectColumnValuesToNotBeNull(column="title"),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1, max_value=5000),
-        gxe.ExpectColumnValuesToBeJsonParseable(column="attributes", mostly=1.0),
-    ]
+    df, exp = _contract_table(df, ctx, "catalog", None, ["item_id"], references=False)
+    exp += [*_text("title", 5000), gxe.ExpectColumnValuesToBeJsonParseable(column="attributes", mostly=1.0)]
     return df, exp
 
 
 def queries_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
-    _columns(exp, TABLES["queries"].names)
-    df = _common_keys(df, GateContext(now=ctx.now), exp, None, ["query_id"])
+    df, exp = _contract_table(df, ctx, "queries", None, ["query_id"], references=False)
     exp += [
-        gxe.ExpectColumnValuesToNotBeNull(column="text"),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1, max_value=1000),
+        *_text("text", 1000),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
         gxe.ExpectColumnValuesToBeInSet(column="segment", value_set=list(SEGMENTS)),
         gxe.ExpectColumnValuesToNotBeNull(column="segment"),
@@ -134,9 +143,7 @@ def queries_suite(df: pd.DataFrame, ctx: GateContext):
 
 def judgments_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
-    _columns(exp, TABLES["judgments"].names)
-    df = _common_keys(df, ctx, exp, "judged_at", ["query_id", "item_id"])
+    df, exp = _contract_table(df, ctx, "judgments", "judged_at", ["query_id", "item_id"])
     exp += [
         gxe.ExpectColumnValuesToNotBeNull(column="grade"),
         gxe.ExpectColumnValuesToBeInSet(column="grade", value_set=list(GRADES)),
@@ -150,9 +157,7 @@ def judgments_suite(df: pd.DataFrame, ctx: GateContext):
 
 def events_suite(df: pd.DataFrame, ctx: GateContext):
     gxe = _gxe()
-    exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
-    _columns(exp, TABLES["events"].names)
-    df = _common_keys(df, ctx, exp, "event_ts", ["query_id", "item_id", "event_ts"])
+    df, exp = _contract_table(df, ctx, "events", "event_ts", ["query_id", "item_id", "event_ts"])
     exp.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=["search_id", "position"]))
     for c in ("impression", "click", "add_to_cart", "order"):
         exp.append(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[0, 1]))

@@ -43,7 +43,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from relgrade.config import RelgradeConfig
-from relgrade.mining.channels import _catalog_frame, _query_frame, item_texts
+from relgrade.mining.channels import catalog_frame, item_texts, query_frame
 from relgrade.mining.tokenize import normalize, tokenize_many
 
 log = logging.getLogger("relgrade.grading")
@@ -122,8 +122,8 @@ class PairFeaturizer:
         t0 = time.perf_counter()
         self.names = feature_names(cfg.grading.retrieval_features)
         self._cols = np.array([FEATURES.index(f) for f in self.names])
-        self.cat = _catalog_frame(catalog)
-        self.q = _query_frame(queries)
+        self.cat = catalog_frame(catalog)
+        self.q = query_frame(queries)
         self.item_index = pd.Index(self.cat["item_id"].astype(str))
         self.query_index = pd.Index(self.q["query_id"].astype(str))
         texts = item_texts(self.cat)

@@ -96,6 +96,26 @@ def load_cascade(cfg: RelgradeConfig):
     return TeacherCascade(stacks, doc["thresholds"], rule=GradeRule(r["name"], tuple(r["grades"]))), doc.get("prior"), doc
 
 
+def _known_ids(pairs: pd.DataFrame, column: str, known: pd.Series, what: str, instead: str) -> pd.Series | None:
+    """``pairs[column]`` as strings when every pair has one (each must be in ``known``:
+    else a ContractError naming ``what`` and what to give ``instead``); None when the
+    pairs do not all carry the column."""
+    if column not in pairs.columns or not pairs[column].notna().all():
+        return None
+    ids = pairs[column].astype(str)
+    bad = ~ids.isin(pd.Index(known.astype(str)))
+    if bad.any():
+        raise ContractError(f"{int(bad.sum())} pair(s) name {what}, e.g. {sorted(ids[bad].unique())[:3]}; {instead}")
+    return ids
+
+
+def _texts(pairs: pd.DataFrame, column: str, message: str) -> pd.Series:
+    """``pairs[column]`` as strings; a ContractError ``message`` when any is missing or blank."""
+    if column not in pairs.columns or pairs[column].isna().any() or (pairs[column].astype(str).str.strip() == "").any():
+        raise ContractError(message)
+    return pairs[column].astype(str)
+
+
 def resolve_pairs(pairs: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(pairs with query_id and item_id, new queries, new items). Unknown ids are an error;
     texts and titles the tables do not hold become new rows."""
@@ -109,37 +129,24 @@ def resolve_pairs(pairs: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFr
     out = pairs.copy()
     new_q = pd.DataFrame({"query_id": [], "text": []}, dtype=object)
     new_i = pd.DataFrame({"item_id": [], "title": []}, dtype=object)
-    known_q = pd.Index(queries["query_id"].astype(str))
-    if "query_id" in cols and out["query_id"].notna().all():
-        qid = out["query_id"].astype(str)
-        bad = ~qid.isin(known_q)
-        if bad.any():
-            raise ContractError(f"{int(bad.sum())} pair(s) name a query_id this data root does not hold, e.g. "
-                                f"{sorted(qid[bad].unique())[:3]}; give the query text in a `query` column instead")
-    else:
-        if "query" not in cols or out["query"].isna().any() or (out["query"].astype(str).str.strip() == "").any():
-            raise ContractError("every pair needs a non-empty `query` text (or a known `query_id`)")
+    qid = _known_ids(out, "query_id", queries["query_id"], "a query_id this data root does not hold",
+                     "give the query text in a `query` column instead")
+    if qid is None:
+        text = _texts(out, "query", "every pair needs a non-empty `query` text (or a known `query_id`)")
         by_norm = dict(zip(queries["text"].astype(str).map(normalize_query), queries["query_id"].astype(str)))
-        norm = out["query"].astype(str).map(normalize_query)
-        qid = norm.map(by_norm)
+        qid = text.map(normalize_query).map(by_norm)
         miss = qid.isna()
-        qid[miss] = "label:" + out.loc[miss, "query"].astype(str).map(query_id_of)
-        new_q = pd.DataFrame({"query_id": qid[miss], "text": out.loc[miss, "query"].astype(str)}).drop_duplicates("query_id")
+        qid[miss] = "label:" + text[miss].map(query_id_of)
+        new_q = pd.DataFrame({"query_id": qid[miss], "text": text[miss]}).drop_duplicates("query_id")
     out["query_id"] = qid.astype(str).to_numpy()
-    known_i = pd.Index(catalog["item_id"].astype(str))
-    if "item_id" in cols and out["item_id"].notna().all():
-        iid = out["item_id"].astype(str)
-        bad = ~iid.isin(known_i)
-        if bad.any():
-            raise ContractError(f"{int(bad.sum())} pair(s) name an item_id the catalog does not hold, e.g. "
-                                f"{sorted(iid[bad].unique())[:3]}; give the item's `title` instead")
-    else:
-        if "title" not in cols or out["title"].isna().any() or (out["title"].astype(str).str.strip() == "").any():
-            raise ContractError("every pair needs a non-empty `title` (or a known `item_id`)")
+    iid = _known_ids(out, "item_id", catalog["item_id"], "an item_id the catalog does not hold",
+                     "give the item's `title` instead")
+    if iid is None:
         import hashlib
 
-        iid = "label:" + out["title"].astype(str).map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:16])
-        new_i = pd.DataFrame({"item_id": iid, "title": out["title"].astype(str)}).drop_duplicates("item_id")
+        title = _texts(out, "title", "every pair needs a non-empty `title` (or a known `item_id`)")
+        iid = "label:" + title.map(lambda t: hashlib.sha1(t.encode()).hexdigest()[:16])
+        new_i = pd.DataFrame({"item_id": iid, "title": title}).drop_duplicates("item_id")
     out["item_id"] = iid.astype(str).to_numpy()
     return out, new_q, new_i
 

@@ -150,7 +150,7 @@ def train_teacher(cfg: RelgradeConfig, fz: PairFeaturizer, train: pd.DataFrame, 
         d = _stage_dir(cfg, s.name, version)
         if (d / "meta.json").exists():
             return GBMTeacher.load(d, g.threads), False
-        t = GBMTeacher.train(X, S, w, s, version, g.seed, g.threads)
+        t = GBMTeacher.train(X, S, w, settings=s, version=version, seed=g.seed, threads=g.threads)
         t.save(d)
         return t, True
     if s.pretrained:
@@ -162,8 +162,9 @@ def train_teacher(cfg: RelgradeConfig, fz: PairFeaturizer, train: pd.DataFrame, 
     if (d / "meta.json").exists():
         t = CrossEncoderTeacher.load(d, g.infer_batch_size, g.threads, s.int8)
         return t, False
-    t = CrossEncoderTeacher.train(q, it, S, w, s, version, base_model_path(s), g.seed + s.seed_offset, g.threads,
-                                  g.progress_every_s, g.infer_batch_size)
+    t = CrossEncoderTeacher.train(q, it, S, w, settings=s, version=version, base_model=base_model_path(s),
+                                  seed=g.seed + s.seed_offset, threads=g.threads, progress_every_s=g.progress_every_s,
+                                  infer_batch_size=g.infer_batch_size)
     t.save(d)
     t.int8 = s.int8
     return t, True

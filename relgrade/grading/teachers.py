@@ -162,7 +162,7 @@ class GBMTeacher(Teacher):
         self.model, self.threads = model, threads
 
     @classmethod
-    def train(cls, X: np.ndarray, targets: np.ndarray, weights: np.ndarray, settings, version: str, seed: int,
+    def train(cls, X: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, settings, version: str, seed: int,
               threads: int = 1) -> "GBMTeacher":
         """Multinomial gradient boosting on soft targets: each pair enters once per grade
         its target touches, weighted by that share times the pair's weight.
@@ -303,7 +303,7 @@ class CrossEncoderTeacher(Teacher):
 
     # ------------------------------------------------------------------ training
     @classmethod
-    def train(cls, queries: list[str], items: list[str], targets: np.ndarray, weights: np.ndarray, settings,
+    def train(cls, queries: list[str], items: list[str], targets: np.ndarray, weights: np.ndarray, *, settings,
               version: str, base_model: str, seed: int, threads: int = 2, progress_every_s: float = 10.0,
               infer_batch_size: int = 128) -> "CrossEncoderTeacher":
         """Fine-tune ``base_model`` for exactly ``settings.steps`` AdamW steps (linear

@@ -1,0 +1,87 @@
+"""The model card (README.md) of a trained bi-encoder folder, in the Hugging Face
+format sentence-transformers writes: YAML front matter, usage with the FAISS index,
+data, target, curriculum, index, metrics (after evaluation), limitations, data terms."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_model_card(folder: str | Path, summary: dict, metrics: dict | None = None) -> Path:
+    """README.md of the model folder: data, targets, curriculum, metrics."""
+    folder = Path(folder)
+    n_train = summary["data"]["rows"]
+    lines = [
+        "---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+        "base_model: sentence-transformers/all-MiniLM-L6-v2", "language: [en]", "license: apache-2.0",
+        "tags: [sentence-transformers, feature-extraction, sentence-similarity, product-search, relgrade, "
+        + ", ".join(sorted({s["loss"] for s in summary["stages"]})) + "]",
+        f"datasets: [{summary.get('dataset', 'relgrade-trainset')}]",
+        "metrics: [ndcg_at_10, recall_at_100, embarrassing_at_3]", "---", "",
+        f"# relgrade {summary['run']}", "",
+        f"{summary.get('description', '')}. Fine-tuned from `{Path(summary['base_model']).name}` "
+        f"(all-MiniLM-L6-v2) on CPU; cosine similarity of normalized 384-d embeddings; "
+        f"max_seq_length {summary['max_seq_length']}; {n_train} training rows.", "",
+        "## Usage", "",
+        "Embed queries and titles (normalized: the dot product is the cosine):", "",
+        "```python", "from sentence_transformers import SentenceTransformer",
+        "model = SentenceTransformer(\"<this folder>\")",
+        "emb = model.encode([\"cordless drill\", \"DEWALT 20V MAX cordless drill kit\"], normalize_embeddings=True)",
+        "print(float(emb[0] @ emb[1]))", "```", "",
+        "Search the catalog with the FAISS index saved beside the model (`index.faiss`, its row ids in "
+        "`index_items.json`):", "",
+        "```python", "import json", "import faiss", "from sentence_transformers import SentenceTransformer", "",
+        "folder = \"<this folder>\"", "model = SentenceTransformer(folder)",
+        "index = faiss.read_index(f\"{folder}/index.faiss\")",
+        "item_ids = json.load(open(f\"{folder}/index_items.json\"))",
+        "q = model.encode([\"cordless drill\"], normalize_embeddings=True)",
+        "scores, rows = index.search(q, 10)",
+        "top10 = [(item_ids[r], float(s)) for r, s in zip(rows[0], scores[0])]", "print(top10)", "```", "",
+        "## Data", "",
+        f"relgrade's assembled training set (`training/trainset.parquet`): mined (query, item) pairs of the "
+        f"train-split queries only. Rows used: {summary['data']['rows']} over {summary['data']['queries']} queries, "
+        f"{summary['data']['graded_rows']} of them teacher-graded (graded fraction {summary['graded_fraction']}). "
+        f"Rows per difficulty level: {summary['data']['level_counts']}. Human labels of test queries are never used "
+        f"in training.", "",
+        "## Target", "",
+        f"Column `{summary['target_column']}`: " + {
+            "target": "the blended relgrade target (teacher expected grade, retrieval prior, gated engagement preference).",
+            "click_target": "raw engagement only (smoothed click-through rate of the pair; baseline).",
+            "grade_target": "teacher expected grade / 3 only (ablation).",
+        }.get(summary["target_column"], "see docs/training.md."), "",
+        "## Curriculum", "",
+        "| stage | name | loss | levels | examples | steps | examples/s | train loss |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary["stages"]:
+        lines.append(f"| {s['stage']} | {s['name']} | {s['loss']} | {s.get('levels', '')} | {s['examples']} | {s['steps']} "
+                     f"| {s.get('examples_per_s', '')} | {s.get('train_loss', float('nan')):.4f} |")
+    lines += ["", "Levels: 1 easiest .. 5 hardest (how many retrievers get the example wrong). docs/training.md has the "
+              "reasoning for each stage's levels and loss.", ""]
+    if summary.get("index"):
+        lines += ["## Index", "", f"`index.faiss` (FAISS {summary['index']['index']}, {summary['index']['items']} catalog "
+                  f"items, ids in `index_items.json`).", ""]
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["Test-split queries, human grades, bootstrap 95% intervals over queries "
+                  "(reports/evaluation/report.html):", "", "| metric | value | 95% CI |", "|---|---|---|"]
+        for name, m in metrics.items():
+            lines.append(f"| {name} | {m['mean']:.4f} | [{m['lo']:.4f}, {m['hi']:.4f}] |")
+    else:
+        lines.append("Not evaluated yet: run `relgrade evaluate`.")
+    lines += ["", "## Limitations", "",
+              "- Trained and evaluated on product titles only (no descriptions or attributes), English, one "
+              "retailer's catalog (home improvement): expect a shift on other catalogs and languages.",
+              "- The targets come from a teacher cascade (its agreement with human grades is in relgrade's grading "
+              "report), not from people: the student inherits the teachers' errors, most of all on items of the "
+              "right aisle but the wrong type, size or material.",
+              "- Engagement in the bundled run is simulated; the click-trained baseline it is compared with learns "
+              "from that simulator's clicks.",
+              "- Not a reranker: it scores a query and a title independently (a bi-encoder); pair it with a "
+              "cross-encoder for the top of a list.", "",
+              "## Data terms", "",
+              "The bundled data is the training file of Kaggle's \"Home Depot Product Search Relevance\" (2016); "
+              "competition data is subject to the competition's rules: cite the source wherever the model or the "
+              "data is shipped (relgrade's data/homedepot/PROVENANCE.md). The base model all-MiniLM-L6-v2 is "
+              "Apache-2.0."]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
