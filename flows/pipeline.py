@@ -42,10 +42,18 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
         "train": train_flow,
         "evaluate": evaluate_flow,
     }
+    from relgrade.util import Stopwatch, peak_rss_mb, utc_now, write_json_atomic
+
     result: dict[str, Any] = {}
+    clock = Stopwatch()
     for stage in STAGES[: STAGES.index(until) + 1]:
-        result[stage] = flows[stage](profile, overrides)
+        with clock(stage):
+            result[stage] = flows[stage](profile, overrides)
     p = cfg.paths
+    write_json_atomic(p.pipeline_run, {"profile": cfg.profile, "finished_at": utc_now().isoformat(timespec="seconds"),
+                                       "stage_seconds": {k: round(v, 1) for k, v in clock.laps.items()},
+                                       "total_seconds": round(clock.total, 1),
+                                       "peak_rss_mb": round(peak_rss_mb(), 1), "until": until})
     result["locations"] = {
         "feature_store": str(p.feast / "feature_store.yaml"),
         "offline_features": str(p.features),

@@ -60,8 +60,8 @@ class SegmentConfig(_Strict):
 
 
 class SimulationConfig(_Strict):
-    """Engagement simulator parameters. Settled by the foundation issue: later issues
-    must not tune these (or the click model) to reach their targets."""
+    """Engagement simulator parameters (docs/simulator.md). They are fixed: never tune
+    them, or the click model, to make a student or teacher reach a target."""
 
     seed: int = Field(20260701, ge=0)
     start_date: datetime = datetime(2026, 7, 1, tzinfo=timezone.utc)
@@ -80,7 +80,7 @@ class SimulationConfig(_Strict):
     advertiser_share: float = Field(0.3, ge=0, le=1)
     ad_budget_median: float = Field(4.0, gt=0)
     ad_budget_sigma: float = Field(1.2, ge=0, le=10)
-    # added by the simulator issue: ad auction score = bid * ((1 - w) + w * lexical), bids
+    # ad auction score = bid * ((1 - w) + w * lexical), bids
     # lognormal with median 1 and this sigma (docs/simulator.md)
     ad_bid_sigma: float = Field(0.5, ge=0, le=10)
     ad_relevance_weight: float = Field(0.5, ge=0, le=1)
@@ -644,6 +644,11 @@ class Paths:
     def cache(self) -> Path:
         """Content-addressed caches (embeddings, LLM-judge answers): safe to delete."""
         return self.root / "cache"
+
+    @property
+    def pipeline_run(self) -> Path:
+        """What the last ``relgrade pipeline`` took: seconds per stage, peak memory."""
+        return self.root / "pipeline_run.json"
 
     def lock(self, stage: str) -> Path:
         return self.root / "locks" / f"{stage}.lock"

@@ -113,7 +113,7 @@ def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[floa
                       cfg: RelgradeConfig) -> list[dict]:
     """Per step budget ``(multiplier, student run, click-trained run)``: the student
     against its click-trained twin trained with the same budget (paired bootstrap ratios
-    and the issue's targets), and against the best click-trained model of *any* budget
+    and the evaluation targets), and against the best click-trained model of *any* budget
     per metric (highest mean, lowest for embarrassing@k), so that a baseline that gets
     worse with more steps cannot flatter the student."""
     names = metric_names(cfg)

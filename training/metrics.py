@@ -155,7 +155,8 @@ def paired_comparison(a_pq: pd.DataFrame, b_pq: pd.DataFrame, cfg: RelgradeConfi
 
 def check_targets(agg: dict, cfg: RelgradeConfig, click: str = CLICK, label: str = "student",
                   click_label: str = "click-trained") -> list[dict]:
-    """The issue's targets from ``agg["comparisons"]`` (the student against ``click``,
+    """The evaluation targets (``evaluation.target_relative_gain``,
+    ``target_embarrassing_ratio``) checked on ``agg["comparisons"]`` (the student against ``click``,
     ``base`` and ``bm25``); ``label`` / ``click_label`` name the pair in the rows."""
     e = cfg.evaluation
     c = agg.get("comparisons", {})

@@ -46,7 +46,7 @@ def _plots(rep: dict) -> dict[str, str]:
         # paired differences with their intervals are in the table below the plot)
         ax.set_ylim(0.0, max(1.0 if not m.startswith("emb") else 0.0, max((v["hi"] or 0) for v in vals) * 1.15))
         goal = rep.get("target_lines", {}).get(m)
-        if goal is not None:  # the target, relative to the click-trained model
+        if goal is not None:  # the evaluation target, relative to the click-trained model
             ax.axhline(goal, color="k", ls="--", lw=1, label="target")
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{rep['split']} queries, {int(rep['ci'] * 100)}% bootstrap intervals; dashed: target vs click-trained")

@@ -1,15 +1,16 @@
 """The grade stage as small functions; ``flows/grade.py`` runs them as Prefect tasks::
 
     inp = load_inputs(cfg)                              # contract tables + the union
-    fz = PairFeaturizer(cfg, inp.catalog, inp.queries)  # cheap pair features and texts
+    fz = PairFeaturizer(cfg, inp.catalog, inp.queries, inp.union)  # cheap pair features, texts
     train = teacher_pairs(cfg, fz, inp, "train")        # judged pairs + negatives, weighted
     dev = teacher_pairs(cfg, fz, inp, "dev")
     teachers = [train_teacher(cfg, fz, train, k) for k in ...]   # cached by settings + data digest
     cal = calibrate(cfg, fz, inp, teachers, dev)         # temperatures, stacks, budget thresholds
-    cascade = build_cascade(cfg, cal)
-    ev = evaluate(cfg, fz, inp, cascade, cal)            # test + probe: the published cascade
+    cascade = build_cascade(cfg, cal, fz, inp)           # + the LLM judge when grading.llm_judge is set
     raw, stats = grade_union(cfg, fz, inp, cascade, cal) # chunks under grading/chunks/<key>/, resumable
-    grades, refined = finish_grades(cfg, inp, raw, cal)  # prior shift (optional), levels, timestamps
+    prior = estimate_prior(cfg, raw, cal)                # the union's grade prior (optional shift)
+    ev = evaluate(cfg, fz, inp, cascade, cal, prior)     # test + probe: the published cascade
+    grades, refined = finish_grades(cfg, inp, raw, prior)  # human anchor, levels, timestamps
 
 Teachers learn from train-split judgments and the train queries' negatives; dev fits
 temperatures, stacking, thresholds and the raw-scale map; test is scored only for the
