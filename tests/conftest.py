@@ -30,6 +30,31 @@ def quick_cfg(tmp_path):
     return load_config("quick", overrides={"data_root": str(tmp_path / "data")})
 
 
+# ----------------------------------------------------------------- the grade stage's world (tests/grading_world.py)
+@pytest.fixture(scope="session")
+def grading_root(tmp_path_factory):
+    """A tiny real data root, mined (shared by the teacher, grade-flow and behaviour tests)."""
+    from grading_world import build_root
+
+    return build_root(tmp_path_factory.mktemp("grading"))
+
+
+@pytest.fixture(scope="session")
+def grading_fitted(grading_root):
+    """Its teachers and calibration, trained in-process (cached under the root's models/teachers)."""
+    from grading_world import fit
+
+    return fit(grading_root)
+
+
+@pytest.fixture(scope="session")
+def grading_run(grading_root):
+    """The grade flow on that root, run once for the tests that read its outputs."""
+    from flows.grade import grade_flow
+
+    return grade_flow("quick", grading_root["overrides"])
+
+
 def pytest_unconfigure(config):
     """Prefect stops its temporary API server from an atexit hook and logs that to a
     console bound to pytest's capture stream, closed by then: without this, a harmless

@@ -15,7 +15,7 @@ from relgrade.adapters.common import normalize_query, query_id_of, split_bucket,
 from relgrade.config import REPO_ROOT, DatasetConfig
 from relgrade.contract import ContractError
 
-FIX = Path(__file__).parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 HD_ZIP = REPO_ROOT / "data" / "homedepot" / "train.csv.zip"
 ESCI_EX = FIX / "esci_tiny" / "test-sample.parquet"
 ESCI_PROD = FIX / "esci_tiny" / "sample-products.jsonl"

@@ -44,10 +44,13 @@ def test_train_then_evaluate_flows_and_cached_rerun(tmp_path):
     from flows.evaluate import _key as eval_key
     from flows.train import _key as train_key
 
-    cfg = load_config("quick", overrides=overrides)
-    k1, k2 = train_key(None, {"cfg": cfg}), train_key(None, {"cfg": cfg})
-    assert k1 is not None and k1 == k2  # outputs exist: the stage is cacheable, with a stable key
-    assert eval_key(None, {"cfg": cfg}) is not None
+    def keys(**training) -> tuple[str, str]:
+        cfg = load_config("quick", overrides={**overrides, "training": {**overrides.get("training", {}), **training}})
+        return train_key(None, {"cfg": cfg}), eval_key(None, {"cfg": cfg})
+
+    # a stable key from the same config and inputs; another training setting is another key
+    assert keys() == keys()
+    assert all(a != b for a, b in zip(keys(), keys(seed=1)))
     # the first run stored its result under the key: a rerun is served from the cache
     # (same result, the model files are not rewritten)
     weights = [Path(m["path"]) / "model.safetensors" for m in tr["models"].values()]

@@ -159,7 +159,7 @@ def test_every_setting_is_read_somewhere():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     source = "\n".join(p.read_text() for d in ("relgrade", "flows", "training", "validation", "feature_repo")
                        for p in sorted((root / d).rglob("*.py")))
     unread = [f"{name}.{field}" for name, model in _models(RelgradeConfig).items() for field in model.model_fields

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HD = REPO / "data" / "homedepot" / "train.csv.zip"
 COLUMNS = "id,product_uid,product_title,search_term,relevance\n"
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "contract_small"
 # small and fast everywhere: the point is that every piece runs, not what it learns
 FAST = {
@@ -300,7 +300,7 @@ def test_categorical_datasets_run_the_whole_pipeline(tmp_path, layout):
     if layout == "wands":
         # binary agreement here is Exact against the rest, on 26 held-out queries graded by
         # teachers that saw 94: it measures about 0.6, under the default gate of 0.7 (a gate
-        # refusing a batch is tested in test_grading.py); this test is about the label scale
+        # refusing a batch is tested in tests/integration/test_grade_flow.py); this test is about the label scale
         ov["grading"] = {**FAST["grading"], "probe": {**FAST["grading"]["probe"], "min_judged_binary_agreement": 0.4}}
     out = pipeline_flow("quick", ov)
     grade = out["grade"]
