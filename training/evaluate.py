@@ -203,6 +203,47 @@ def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
     return specs
 
 
+def score_model(name: str, spec: dict, ed: EvalData, cfg: RelgradeConfig, full_catalog: bool = True) -> Scored:
+    """One model's scores on the evaluation data (``spec``: see :func:`evaluate`)."""
+    k = cfg.evaluation.recall_k
+    if spec["kind"] == "trained":
+        folder = Path(spec["path"])
+        if not folder.exists():
+            raise FileNotFoundError(f"model {name}: {folder} not found; run `relgrade train` first")
+        return score_trained(folder, ed, cfg, k, full_catalog=full_catalog)
+    if spec["kind"] == "base":
+        return score_base(ed, cfg, k)
+    if spec["kind"] == "bm25":
+        return score_bm25(ed, cfg, k)
+    if spec["kind"] == "teacher":
+        return score_teacher(ed, cfg)
+    raise ValueError(f"unknown model kind {spec['kind']!r}")
+
+
+def _training_summary(folder) -> dict | None:
+    """What the evaluation report shows of a trained model's run (its summary file)."""
+    from training.student import read_summary
+
+    summ = read_summary(folder)
+    if not summ:
+        return None
+    return {k: summ.get(k) for k in ("target_column", "use_curriculum", "graded_fraction", "train_s", "stages", "data")}
+
+
+def _target_lines(agg: dict, cfg: RelgradeConfig) -> dict[str, float]:
+    """Each target metric's goal in absolute terms, from the click-trained model's mean."""
+    out: dict[str, float] = {}
+    if CLICK in agg["models"]:
+        e = cfg.evaluation
+        for mname, factor in ((f"recall@{e.recall_k}", 1 + e.target_relative_gain),
+                              (f"ndcg@{e.ndcg_k}_g0", 1 + e.target_relative_gain),
+                              (f"emb@{e.embarrassing_k}", e.target_embarrassing_ratio)):
+            c = agg["models"][CLICK][mname]["all"]["mean"]
+            if c is not None:
+                out[mname] = c * factor
+    return out
+
+
 def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir: str | Path | None = None,
              title: str = "Evaluation on held-out human grades", update_card: bool = True,
              full_catalog: bool = True) -> dict:
@@ -219,23 +260,10 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
     ed = load_eval_data(cfg)
     log.info("evaluating %d models on %d %s queries (%d judged pairs)", len(models), len(ed.queries), cfg.evaluation.split,
              len(ed.judged))
-    k = cfg.evaluation.recall_k
     per_query, stats, scores = {}, {}, {}
     for name, spec in models.items():
         t0 = time.perf_counter()
-        if spec["kind"] == "trained":
-            folder = Path(spec["path"])
-            if not folder.exists():
-                raise FileNotFoundError(f"model {name}: {folder} not found; run `relgrade train` first")
-            sc = score_trained(folder, ed, cfg, k, full_catalog=full_catalog)
-        elif spec["kind"] == "base":
-            sc = score_base(ed, cfg, k)
-        elif spec["kind"] == "bm25":
-            sc = score_bm25(ed, cfg, k)
-        elif spec["kind"] == "teacher":
-            sc = score_teacher(ed, cfg)
-        else:
-            raise ValueError(f"unknown model kind {spec['kind']!r}")
+        sc = score_model(name, spec, ed, cfg, full_catalog)
         per_query[name] = query_metrics(ed, sc, cfg)
         scores[name] = sc.judged_scores
         stats[name] = {**sc.stats, "total_s": round(time.perf_counter() - t0, 2)}
@@ -243,15 +271,7 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
                  per_query[name]["ndcg"].mean(), per_query[name]["ndcg_g0"].mean(), per_query[name]["emb"].mean(),
                  per_query[name]["recall"].mean())
     agg = aggregate(per_query, cfg)
-    target_lines = {}
-    if CLICK in agg["models"]:
-        e = cfg.evaluation
-        for mname, factor in ((f"recall@{e.recall_k}", 1 + e.target_relative_gain),
-                              (f"ndcg@{e.ndcg_k}_g0", 1 + e.target_relative_gain),
-                              (f"emb@{e.embarrassing_k}", e.target_embarrassing_ratio)):
-            c = agg["models"][CLICK][mname]["all"]["mean"]
-            if c is not None:
-                target_lines[mname] = c * factor
+    target_lines = _target_lines(agg, cfg)
     report = {
         "title": title, "split": cfg.evaluation.split, "profile": cfg.profile,
         "generated_at": utc_now().isoformat(timespec="seconds"),
@@ -263,14 +283,8 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
         **agg, "target_lines": target_lines, "run_stats": stats, "eval_s": round(time.perf_counter() - t_all, 2),
     }
     for name, spec in models.items():
-        if spec["kind"] == "trained":
-            from training.student import read_summary
-
-            summ = read_summary(spec["path"])
-            if summ:
-                report["model_specs"][name]["training"] = {k2: summ.get(k2) for k2 in
-                                                      ("target_column", "use_curriculum", "graded_fraction", "train_s",
-                                                       "stages", "data")}
+        if spec["kind"] == "trained" and (summary := _training_summary(spec["path"])):
+            report["model_specs"][name]["training"] = summary
     report["examples"] = examples(ed, scores, per_query, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -279,13 +293,9 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
         out_dir / "per_query.parquet", index=False)
     report["paths"] = {"json": str(out_dir / "report.json"), "html": str(out_dir / "report.html")}
     if update_card and STUDENT in models and models[STUDENT]["kind"] == "trained":
-        from training.model_card import write_model_card
-        from training.student import read_summary
+        from training.model_card import add_metrics
 
-        summ = read_summary(models[STUDENT]["path"])
-        if summ:
-            write_model_card(models[STUDENT]["path"], summ,
-                             {m: v["all"] for m, v in report["models"][STUDENT].items() if v["all"]["mean"] is not None})
+        add_metrics(models[STUDENT]["path"], report["models"][STUDENT])
     log.info("evaluation written to %s (%.0fs)", out_dir, report["eval_s"])
     return report
 

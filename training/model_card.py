@@ -85,3 +85,14 @@ def write_model_card(folder: str | Path, summary: dict, metrics: dict | None = N
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def add_metrics(folder: str | Path, model_metrics: dict) -> Path | None:
+    """Rewrite the card of the model in ``folder`` with its evaluation metrics
+    (``model_metrics``: the evaluation report's ``models[<name>]``)."""
+    from training.student import read_summary
+
+    summary = read_summary(folder)
+    if not summary:
+        return None
+    return write_model_card(folder, summary, {m: v["all"] for m, v in model_metrics.items() if v["all"]["mean"] is not None})
