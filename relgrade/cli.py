@@ -221,6 +221,22 @@ def experiments(
 
 
 @app.command()
+def attributes(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
+               config: Optional[Path] = ConfigOpt):
+    """Query attribute extraction: mine a lexicon from the catalog, weakly label the train
+    queries, train the MiniLM + CRF tagger, tag every query (attributes/query_attributes.parquet)
+    and measure span P/R/F1 per type on the hand gold set (reports/attributes/report.html)."""
+    def show(res: dict) -> dict:
+        ev = (res.get("evaluation") or {}).get("splits") or {}
+        return {"stats": res["stats"],
+                "micro_f1": {sp: {k: s[k]["micro"]["f1"] for k in ("tagger", "weak_labels", "dictionary_baseline")}
+                             for sp, s in ev.items()},
+                "query_attributes": res["query_attributes"], "tagger": res["tagger"]}
+
+    _stage("attributes", profile, data_root, config, show=show, indent=1)
+
+
+@app.command()
 def grade(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
         config: Optional[Path] = ConfigOpt):
     """Grade every mined (query, item) pair with a calibrated cascade of teachers

@@ -518,6 +518,24 @@ class EvaluationConfig(_Strict):
     query_batch_size: int = Field(256, ge=1)
 
 
+class AttributesConfig(_Strict):
+    """Query attribute extraction (docs/attributes.md): the catalog lexicon, the weak
+    labels of the train queries, the MiniLM + CRF tagger, the hand gold set it is
+    measured on."""
+
+    gold_path: str | None = "data/homedepot/attributes_gold.jsonl"  # BIO-annotated dev/test queries
+    lexicon_min_count: int = Field(3, ge=1)  # titles a brand / type / finish is seen in
+    max_train_queries: int | None = Field(6000, ge=1)  # weakly labelled train queries the tagger fits on
+    epochs: int = Field(2, ge=1, le=50)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    head_learning_rate: float = Field(5e-3, gt=0, le=1)
+    max_seq_length: int = Field(32, ge=8, le=512)
+    seed: int = Field(13, ge=0)
+    threads: int = Field(2, ge=1)
+    progress_every_s: float = Field(10.0, gt=0)
+
+
 class RelgradeConfig(_Strict):
     profile: str = "default"
     data_root: str = "var/default"
@@ -528,6 +546,7 @@ class RelgradeConfig(_Strict):
     validation: ValidationConfig = ValidationConfig()
     prefect: PrefectConfig = PrefectConfig()
     mining: MiningConfig = MiningConfig()
+    attributes: AttributesConfig = AttributesConfig()
     grading: GradingConfig = GradingConfig()
     assemble: AssembleConfig = AssembleConfig()
     training: TrainingConfig = TrainingConfig()
@@ -623,6 +642,20 @@ class Paths:
     @property
     def rejected(self) -> Path:
         return self.root / "rejected"
+
+    # attributes
+    @property
+    def attributes(self) -> Path:
+        return self.root / "attributes"
+
+    @property
+    def query_attributes(self) -> Path:
+        """One row per query: its tagged spans and structured attributes."""
+        return self.attributes / "query_attributes.parquet"
+
+    @property
+    def tagger(self) -> Path:
+        return self.attributes / "tagger"
 
     # mining
     @property

@@ -1,0 +1,214 @@
+"""The attributes stage as small functions; ``flows/attributes.py`` runs them::
+
+    catalog, queries = load_inputs(cfg)               # contract tables (ingest's output)
+    lex = build_lexicon(catalog titles)               # brands, types, finishes, materials
+    weak = weak_training_set(cfg, queries, lex)       # train queries only, weak BIO tags
+    tagger = train_tagger(cfg, weak, lex)             # MiniLM + CRF, saved under attributes/tagger
+    table = tag_queries(tagger, queries)              # every query: spans + structured attributes
+    ev = evaluate_gold(cfg, tagger, lex)              # span P/R/F1 per type on the hand gold set
+    write_report(cfg, ev, stats)                      # reports/attributes/report.{json,html}
+
+The gold set (``attributes.gold_path``) holds dev and test queries only and is never
+trained on: a gold query found in the train split is an error.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from relgrade.attributes.evaluate import span_scores
+from relgrade.attributes.lexicon import Lexicon, build_lexicon, dictionary_tags, weak_tags
+from relgrade.attributes.schema import COLUMNS, TYPES, check_tags, spans_from_tags, tokens_of
+from relgrade.attributes.tagger import QueryTagger, TaggerArgs, structured
+from relgrade.config import RelgradeConfig
+from relgrade.contract import ContractError
+from relgrade.io import read_parquet, write_parquet_atomic
+from relgrade.util import Progress, write_json_atomic
+
+log = logging.getLogger("relgrade.attributes")
+
+QUERY_ATTRIBUTE_COLUMNS = ["query_id", "text", "split", "tags", "n_attributes", *COLUMNS.values(), "attributes_json",
+                           "tagger_version"]
+
+
+def load_inputs(cfg: RelgradeConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    p = cfg.paths
+    for t in ("catalog", "queries"):
+        if not p.table(t).exists():
+            raise FileNotFoundError(f"{p.table(t)} does not exist: run `relgrade ingest` first")
+    return read_parquet(p.table("catalog")), read_parquet(p.table("queries"))
+
+
+def lexicon_of(cfg: RelgradeConfig, catalog: pd.DataFrame) -> Lexicon:
+    t0 = time.perf_counter()
+    lex = build_lexicon(catalog["title"].astype(str).tolist(), min_count=cfg.attributes.lexicon_min_count)
+    log.info("attribute lexicon from %d titles: %s (%.1fs)", len(catalog), lex.sizes(), time.perf_counter() - t0)
+    return lex
+
+
+def weak_training_set(cfg: RelgradeConfig, queries: pd.DataFrame, lex: Lexicon) -> pd.DataFrame:
+    """The train split's queries with their weak tags (a deterministic sample of at most
+    ``attributes.max_train_queries``)."""
+    tr = queries[queries["split"] == "train"].sort_values("query_id")
+    n = cfg.attributes.max_train_queries
+    if n is not None and len(tr) > n:
+        tr = tr.sample(n=n, random_state=cfg.attributes.seed).sort_values("query_id")
+    toks = [tokens_of(t) for t in tr["text"]]
+    return pd.DataFrame({"query_id": tr["query_id"].to_numpy(), "tokens": toks,
+                         "tags": [weak_tags(t, lex) for t in toks]})
+
+
+def tagger_args(cfg: RelgradeConfig) -> TaggerArgs:
+    a = cfg.attributes
+    return TaggerArgs(epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate,
+                      head_learning_rate=a.head_learning_rate, max_seq_length=a.max_seq_length, seed=a.seed,
+                      threads=a.threads)
+
+
+def train_tagger(cfg: RelgradeConfig, weak: pd.DataFrame, lex: Lexicon) -> QueryTagger:
+    args = tagger_args(cfg)
+    steps = args.epochs * ((len(weak) + args.batch_size - 1) // args.batch_size)
+    progress = Progress("tagger training", steps, cfg.attributes.progress_every_s, log, unit="steps")
+    tagger = QueryTagger.train(list(weak["tokens"]), list(weak["tags"]), lex, args, progress=progress)
+    tagger.save(cfg.paths.tagger)
+    log.info("tagger %s: %d queries, %d steps in %.1fs", tagger.version, len(weak), steps, tagger.train_seconds)
+    return tagger
+
+
+def tag_queries(tagger: QueryTagger, queries: pd.DataFrame) -> pd.DataFrame:
+    """One row per query: BIO tags, the first value of each attribute type, every span
+    (JSON, with the head type each attribute modifies)."""
+    toks = [tokens_of(t) for t in queries["text"]]
+    tags = tagger.predict_tags(toks)
+    rows = []
+    for qid, text, split, tk, tg in zip(queries["query_id"], queries["text"], queries["split"], toks, tags):
+        spans = spans_from_tags(tg)
+        st = structured(tk, spans)
+        row = {"query_id": qid, "text": text, "split": split, "tags": " ".join(tg),
+               "n_attributes": len(st["attributes"]), "attributes_json": json.dumps(st),
+               "tagger_version": tagger.version}
+        for k, col in COLUMNS.items():
+            vals = [" ".join(tk[s:e]) for s, e, t in spans if t == k]
+            row[col] = (vals[-1] if k == "TYPE" else vals[0]) if vals else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=QUERY_ATTRIBUTE_COLUMNS)
+
+
+def load_gold(path: Path, queries: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The hand-annotated gold set: JSON lines with query_id, split (dev | test), query,
+    tokens, tags. Invalid BIO, a token list that is not the query's, or a train-split
+    query is an error."""
+    from relgrade.adapters.common import split_of
+
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"attribute gold set not found: {path}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for n, r in enumerate(rows, 1):
+        if r["tokens"] != tokens_of(r["query"]):
+            raise ContractError(f"{path}:{n}: tokens are not the query's whitespace tokens")
+        try:
+            check_tags(r["tokens"], r["tags"])
+        except ValueError as exc:
+            raise ContractError(f"{path}:{n}: {exc}") from None
+        if split_of(r["query"]) == "train" or r.get("split") not in ("dev", "test"):
+            raise ContractError(f"{path}:{n}: {r['query']!r} is not a dev/test query; the tagger trains on train")
+    return pd.DataFrame(rows)
+
+
+def evaluate_gold(cfg: RelgradeConfig, tagger: QueryTagger, lex: Lexicon) -> dict | None:
+    """Span P/R/F1 per type on each gold split: the tagger, the dictionary baseline, the
+    weak labels themselves (the tagger's training signal), and the tagger without the
+    decorative-relation correction."""
+    if not cfg.attributes.gold_path:
+        return None
+    gold = load_gold(cfg.attributes.gold_path)
+    out = {"gold_path": str(cfg.attributes.gold_path), "queries": int(len(gold)), "splits": {}}
+    for split in ("dev", "test", "all"):
+        g = gold if split == "all" else gold[gold["split"] == split]
+        if g.empty:
+            continue
+        toks, tags = list(g["tokens"]), list(g["tags"])
+        t0 = time.perf_counter()
+        pred = tagger.predict_tags(toks)
+        qps = len(toks) / max(time.perf_counter() - t0, 1e-9)
+        out["splits"][split] = {
+            "queries": int(len(g)),
+            "tagger": span_scores(tags, pred),
+            "tagger_uncorrected": span_scores(tags, tagger.predict_tags(toks, correct=False)),
+            "dictionary_baseline": span_scores(tags, [dictionary_tags(t, lex) for t in toks]),
+            "weak_labels": span_scores(tags, [weak_tags(t, lex) for t in toks]),
+            "tagger_queries_per_s": round(qps, 1),
+        }
+    return out
+
+
+def write_report(cfg: RelgradeConfig, ev: dict | None, stats: dict) -> dict:
+    d = cfg.paths.report("attributes")
+    d.mkdir(parents=True, exist_ok=True)
+    rep = {"stats": stats, "evaluation": ev}
+    write_json_atomic(d / "report.json", rep)
+    (d / "report.html").write_text(render_html(rep))
+    return rep
+
+
+def render_html(rep: dict) -> str:
+    e = html.escape
+    parts = ["<!doctype html><meta charset='utf-8'><title>relgrade: query attributes</title>",
+             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
+             "th:first-child,td:first-child{text-align:left}table{border-collapse:collapse}"
+             "tr:nth-child(even){background:#f4f4f4}</style>",
+             "<h1>Query attribute extraction</h1>"]
+    st = rep["stats"]
+    parts.append("<p>" + e(f"tagger {st.get('tagger_version')}: trained on {st.get('train_queries')} weakly "
+                           f"labelled train queries in {st.get('train_seconds')} s; tagged "
+                           f"{st.get('queries_tagged')} queries at {st.get('queries_per_s')} queries/s.") + "</p>")
+    ev = rep.get("evaluation")
+    if not ev:
+        parts.append("<p>No gold set configured (attributes.gold_path): no evaluation.</p>")
+        return "\n".join(parts)
+    systems = ["tagger", "tagger_uncorrected", "weak_labels", "dictionary_baseline"]
+    for split, s in ev["splits"].items():
+        parts.append(f"<h2>{e(split)}: {s['queries']} hand-annotated queries (span F1, exact match)</h2>")
+        parts.append("<table><tr><th>type</th><th>gold spans</th>" + "".join(f"<th>{e(x)} P / R / F1</th>"
+                                                                          for x in systems) + "</tr>")
+        for t in [*TYPES, "micro"]:
+            rows = [s[x]["micro"] if t == "micro" else s[x]["per_type"][t] for x in systems]
+            parts.append(f"<tr><td>{e(t)}</td><td>{rows[0]['gold']}</td>" + "".join(
+                f"<td>{r['precision']:.3f} / {r['recall']:.3f} / <b>{r['f1']:.3f}</b></td>" for r in rows) + "</tr>")
+        parts.append("</table>")
+    return "\n".join(parts)
+
+
+def run(cfg: RelgradeConfig) -> dict:
+    """The whole stage (train, tag, evaluate, report); returns its summary."""
+    catalog, queries = load_inputs(cfg)
+    lex = lexicon_of(cfg, catalog)
+    weak = weak_training_set(cfg, queries, lex)
+    if weak.empty:
+        raise ContractError("no train-split queries to fit the attribute tagger on")
+    tagger = train_tagger(cfg, weak, lex)
+    t0 = time.perf_counter()
+    table = tag_queries(tagger, queries)
+    tag_s = time.perf_counter() - t0
+    cfg.paths.attributes.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(table, cfg.paths.query_attributes)
+    ev = evaluate_gold(cfg, tagger, lex)
+    stats = {"tagger_version": tagger.version, "train_queries": int(len(weak)),
+             "train_seconds": round(tagger.train_seconds, 1), "queries_tagged": int(len(table)),
+             "tag_seconds": round(tag_s, 1), "queries_per_s": round(len(table) / max(tag_s, 1e-9), 1),
+             "lexicon": lex.sizes(),
+             "share_with_type": round(float(table["product_type"].notna().mean()), 4),
+             "mean_attributes": round(float(table["n_attributes"].mean()), 3)}
+    write_report(cfg, ev, stats)
+    return {"stats": stats, "evaluation": ev, "query_attributes": str(cfg.paths.query_attributes),
+            "tagger": str(cfg.paths.tagger)}
+
+
+def read_query_attributes(cfg: RelgradeConfig) -> pd.DataFrame:
+    return read_parquet(cfg.paths.query_attributes)
