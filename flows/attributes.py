@@ -17,11 +17,11 @@ from prefect import flow, task
 
 from flows.runtime import cached, get_config, io_task, stage_artifacts, stage_key, stage_lock
 from relgrade.attributes import stage as S
-from relgrade.config import RelgradeConfig
+from relgrade.config import RelgradeConfig, resolve_path
 
 
 def _inputs(cfg: RelgradeConfig) -> list[Path]:
-    gold = [Path(cfg.attributes.gold_path)] if cfg.attributes.gold_path else []
+    gold = [resolve_path(cfg.attributes.gold_path)] if cfg.attributes.gold_path else []
     return [cfg.paths.table("catalog"), cfg.paths.table("queries"), *gold]
 
 

@@ -765,7 +765,7 @@ class ConfigError(ValueError):
 PATH_KEYS = ("data_root", "dataset.path", "dataset.products_path", "dataset.labels_path", "dataset.catalog_path",
              "dataset.blind_ratings_path",
              "dataset.judgments_path", "dataset.queries_path", "engagement.log_path", "mining.external_path",
-             "mining.dense_cache_dir", "training.base_model")
+             "mining.dense_cache_dir", "training.base_model", "attributes.gold_path")
 
 
 def _read_yaml(path: Path) -> dict:

@@ -240,7 +240,7 @@ def build_lexicon(titles: Iterable[str], min_count: int = 3) -> Lexicon:
             if not conts:
                 break
             p, c = max(conts, key=lambda x: x[1])
-            if c >= 0.6 * cb and c >= min_count and not _RE_NUM.match(p[-1]):
+            if c >= 0.6 * cb and c >= min_count and not re.search(r"\d", p[-1]) and p[-1] not in _STOP:
                 best, cb = p, c
             else:
                 break

@@ -1,11 +1,12 @@
 """The attributes stage as small functions; ``flows/attributes.py`` runs them::
 
     catalog, queries = load_inputs(cfg)               # contract tables (ingest's output)
+    gold = load_gold(cfg.attributes.gold_path)        # checked before any work
     lex = build_lexicon(catalog titles)               # brands, types, finishes, materials
     weak = weak_training_set(cfg, queries, lex)       # train queries only, weak BIO tags
     tagger = train_tagger(cfg, weak, lex)             # MiniLM + CRF, saved under attributes/tagger
     table = tag_queries(tagger, queries)              # every query: spans + structured attributes
-    ev = evaluate_gold(cfg, tagger, lex)              # span P/R/F1 per type on the hand gold set
+    ev = evaluate_gold(cfg, tagger, lex, gold)        # span P/R/F1 per type on the hand gold set
     write_report(cfg, ev, stats)                      # reports/attributes/report.{json,html}
 
 The gold set (``attributes.gold_path``) holds dev and test queries only and is never
@@ -25,7 +26,7 @@ from relgrade.attributes.evaluate import span_scores
 from relgrade.attributes.lexicon import Lexicon, build_lexicon, dictionary_tags, weak_tags
 from relgrade.attributes.schema import COLUMNS, TYPES, check_tags, spans_from_tags, tokens_of
 from relgrade.attributes.tagger import QueryTagger, TaggerArgs, structured
-from relgrade.config import RelgradeConfig
+from relgrade.config import RelgradeConfig, resolve_path
 from relgrade.contract import ContractError
 from relgrade.io import read_parquet, write_parquet_atomic
 from relgrade.util import Progress, write_json_atomic
@@ -99,7 +100,7 @@ def tag_queries(tagger: QueryTagger, queries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=QUERY_ATTRIBUTE_COLUMNS)
 
 
-def load_gold(path: Path, queries: pd.DataFrame | None = None) -> pd.DataFrame:
+def load_gold(path: Path) -> pd.DataFrame:
     """The hand-annotated gold set: JSON lines with query_id, split (dev | test), query,
     tokens, tags. Invalid BIO, a token list that is not the query's, or a train-split
     query is an error."""
@@ -121,13 +122,12 @@ def load_gold(path: Path, queries: pd.DataFrame | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate_gold(cfg: RelgradeConfig, tagger: QueryTagger, lex: Lexicon) -> dict | None:
+def evaluate_gold(cfg: RelgradeConfig, tagger: QueryTagger, lex: Lexicon, gold: pd.DataFrame | None) -> dict | None:
     """Span P/R/F1 per type on each gold split: the tagger, the dictionary baseline, the
     weak labels themselves (the tagger's training signal), and the tagger without the
     decorative-relation correction."""
-    if not cfg.attributes.gold_path:
+    if gold is None:
         return None
-    gold = load_gold(cfg.attributes.gold_path)
     out = {"gold_path": str(cfg.attributes.gold_path), "queries": int(len(gold)), "splits": {}}
     for split in ("dev", "test", "all"):
         g = gold if split == "all" else gold[gold["split"] == split]
@@ -188,6 +188,7 @@ def render_html(rep: dict) -> str:
 def run(cfg: RelgradeConfig) -> dict:
     """The whole stage (train, tag, evaluate, report); returns its summary."""
     catalog, queries = load_inputs(cfg)
+    gold = load_gold(resolve_path(cfg.attributes.gold_path)) if cfg.attributes.gold_path else None  # fails first
     lex = lexicon_of(cfg, catalog)
     weak = weak_training_set(cfg, queries, lex)
     if weak.empty:
@@ -198,7 +199,7 @@ def run(cfg: RelgradeConfig) -> dict:
     tag_s = time.perf_counter() - t0
     cfg.paths.attributes.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table, cfg.paths.query_attributes)
-    ev = evaluate_gold(cfg, tagger, lex)
+    ev = evaluate_gold(cfg, tagger, lex, gold)
     stats = {"tagger_version": tagger.version, "train_queries": int(len(weak)),
              "train_seconds": round(tagger.train_seconds, 1), "queries_tagged": int(len(table)),
              "tag_seconds": round(tag_s, 1), "queries_per_s": round(len(table) / max(tag_s, 1e-9), 1),

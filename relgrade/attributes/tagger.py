@@ -153,7 +153,7 @@ class QueryTagger:
                 sched.step()
                 step += 1
                 if progress is not None:
-                    progress.update(step, extra=f"loss {float(loss):.3f}")
+                    progress.update(step, extra=f"loss {loss.item():.3f}")
         net.eval()
         self.train_seconds = time.perf_counter() - t0
         self.version = "tagger-" + hashlib.sha1(json.dumps(

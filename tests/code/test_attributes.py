@@ -163,3 +163,32 @@ def test_the_gold_loader_rejects_train_queries_and_bad_tags(tmp_path):
         load_gold(write([{**ok, "tags": ["O", "I-TYPE"]}]))
     with pytest.raises(ContractError, match="whitespace tokens"):
         load_gold(write([{**ok, "tokens": ["x", "y"]}]))
+
+
+def test_attribute_agreement_matches_contradicts_or_is_silent(lex):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from relgrade.attributes.agreement import FEATURES, AttributeAgreement
+
+    catalog = pd.DataFrame({"item_id": ["a", "b", "c"], "title": [
+        "DEWALT 20-Volt MAX Lithium-Ion Cordless Drill",
+        "Makita 18-Volt Lithium-Ion Cordless Drill",
+        "Kwikset Door Knob in White"]})
+    st = {"product_type": "drill", "attributes": [{"type": "BRAND", "value": "dewalt", "modifies": "drill"},
+                                                  {"type": "POWER", "value": "20v", "modifies": "drill"}]}
+    qa = pd.DataFrame({"query_id": ["q1", "q2"], "attributes_json": [
+        json.dumps(st), json.dumps({"product_type": None, "attributes": []})]})
+    ag = AttributeAgreement(lex, catalog, qa)
+    pairs = pd.DataFrame({"query_id": ["q1", "q1", "q1", "q2"], "item_id": ["a", "b", "c", "a"]})
+    X = pd.DataFrame(ag.features(pairs), columns=FEATURES)
+    assert X.loc[0, ["attr_named", "attr_match_share", "attr_contradict", "type_agree", "brand_agree",
+                     "power_agree"]].tolist() == [2, 1.0, 0, 1, 1, 1]  # 20v meets 20-Volt
+    assert X.loc[1, ["brand_agree", "power_agree", "type_agree", "attr_contradict"]].tolist() == [-1, -1, 1, 2]
+    assert X.loc[2, "type_agree"] == -1  # a knob is not a drill
+    assert X.loc[3, "attr_named"] == 0 and np.isnan(X.loc[3, "attr_match_share"]) and np.isnan(X.loc[3, "type_agree"])
+    texts = ag.texts(pairs)
+    assert texts[1] == "type drill: matches; brand dewalt: contradicts; power 20v: contradicts"
+    assert texts[3] == ""
