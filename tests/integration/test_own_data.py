@@ -372,6 +372,10 @@ def test_a_cross_encoder_folder_of_your_own_is_a_stage(tmp_path):
     assert "ours" in out["teachers"] and out["teachers"]["ours"]["trained_now"] is False
     assert "coef" in out["calibration"]["calibration"]["ours"]  # mapped to the grades on dev
     g = read_parquet(p.grades)
-    assert (g["deciding_stage"] == 3).any()  # some pairs reached it
-    assert out["metrics"]["stage3"]["n"] > 0 and "ours_alone" in out["metrics"]
+    # the reranker's stage is reached exactly as the dev-chosen threshold says: with an
+    # untrained head it may add nothing on dev, and then the cheaper choice (0: never
+    # escalate) wins; scored alone on test either way
+    t3 = out["thresholds"][1]
+    assert (g["deciding_stage"] == 3).any() == (t3 > 0 and out["metrics"]["stage3"]["n"] > 0)
+    assert "ours_alone" in out["metrics"] and out["metrics"]["ours_alone"]["n"] > 0
     np.testing.assert_allclose(g[[f"p_grade_{k}" for k in range(4)]].sum(axis=1), 1.0, atol=1e-6)
