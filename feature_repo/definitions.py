@@ -1,5 +1,5 @@
-"""relgrade's Feast repository: two entities, three (query, item) feature views and two
-versioned feature services, each a top-level object (the layout of Feast's own template).
+"""relgrade's Feast repository: two entities, three (query, item) feature views, one
+query feature view and the versioned feature services, each a top-level object (the layout of Feast's own template).
 
 These objects describe the ``default`` profile's store, whose data root is ``var/default``
 beside this folder: ``feast -c feature_repo apply`` (``plan``, ``serve``,
@@ -62,18 +62,36 @@ GATED_ENGAGEMENT_SCHEMA = [
     ("engagement_confidence", Float64),  # [0, 1], grows with debiased exposure
     ("gated_preference", Float64),  # null unless the pair is graded relevant
 ]
+QUERY_ATTRIBUTES_SCHEMA = [  # the query tagger's output (relgrade attributes); null: not named
+    ("product_type", String),  # the head product type ("door" in "white shaker cabinet door")
+    ("brand", String),
+    ("size", String),  # size / dimension ("1/2 in.", "30 in")
+    ("color", String),  # color / finish
+    ("material", String),
+    ("count", String),  # count / pack
+    ("power", String),  # power / voltage ("20v")
+    ("model_number", String),
+    ("n_attributes", Int64),  # attribute spans besides the product type
+    ("attributes_json", String),  # every span, with the product type each one modifies
+    ("tagger_version", String),
+]
 VIEW_SCHEMAS = {
     "retrieval_prior_fv": RETRIEVAL_PRIOR_SCHEMA,
     "relevance_grade_fv": RELEVANCE_GRADE_SCHEMA,
     "gated_engagement_fv": GATED_ENGAGEMENT_SCHEMA,
+    "query_attributes_fv": QUERY_ATTRIBUTES_SCHEMA,
 }
-TRAINING_SERVICE = "training_v1"
+# each view's join keys (a query feature view joins every (query, item) row of its query)
+VIEW_KEYS = {name: JOIN_KEYS for name in VIEW_SCHEMAS} | {"query_attributes_fv": ("query_id",)}
+TRAINING_SERVICE = "training_v2"  # v2: + query_attributes_fv
+TRAINING_SERVICES = {"training_v1": ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"),
+                     "training_v2": ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv",
+                                     "query_attributes_fv")}
 SERVING_SERVICE = "serving_v1"
 
 
-def _fields(schema) -> list[Field]:
-    return [Field(name="query_id", dtype=String), Field(name="item_id", dtype=String)] + \
-        [Field(name=n, dtype=t) for n, t in schema]
+def _fields(schema, keys=JOIN_KEYS) -> list[Field]:
+    return [Field(name=k, dtype=String) for k in keys] + [Field(name=n, dtype=t) for n, t in schema]
 
 
 # ---------------------------------------------------------------------- entities
@@ -89,6 +107,8 @@ relevance_grade_source = FileSource(name="relevance_grade_source", timestamp_fie
                                     path=str(DATA_ROOT / "features" / "relevance_grade_fv.parquet"))
 gated_engagement_source = FileSource(name="gated_engagement_source", timestamp_field=TIMESTAMP_FIELD,
                                      path=str(DATA_ROOT / "features" / "gated_engagement_fv.parquet"))
+query_attributes_source = FileSource(name="query_attributes_source", timestamp_field=TIMESTAMP_FIELD,
+                                     path=str(DATA_ROOT / "features" / "query_attributes_fv.parquet"))
 
 # ---------------------------------------------------------------------- feature views
 retrieval_prior_fv = FeatureView(
@@ -113,11 +133,21 @@ gated_engagement_fv = FeatureView(
     online=True,
     description="Windowed engagement aggregates, debiased CTR, relevance-gated preference (daily snapshots).",
     tags={"owner": "relgrade", "stage": "simulate, assemble"})
+query_attributes_fv = FeatureView(
+    name="query_attributes_fv", entities=[query], ttl=timedelta(days=365),
+    schema=_fields(QUERY_ATTRIBUTES_SCHEMA, ("query_id",)), source=query_attributes_source,
+    online=False,
+    description="Query understanding: product type and attributes tagged by the MiniLM + CRF query tagger.",
+    tags={"owner": "relgrade", "stage": "attributes"})
 
 # ---------------------------------------------------------------------- feature services
 training_v1 = FeatureService(
-    name=TRAINING_SERVICE, features=[retrieval_prior_fv, relevance_grade_fv, gated_engagement_fv],
-    description="Everything a training row needs: prior, grade, gated engagement (offline, point in time).")
+    name="training_v1", features=[retrieval_prior_fv, relevance_grade_fv, gated_engagement_fv],
+    description="Prior, grade, gated engagement (offline, point in time).")
+training_v2 = FeatureService(
+    name="training_v2", features=[retrieval_prior_fv, relevance_grade_fv, gated_engagement_fv, query_attributes_fv],
+    description="Everything a training row needs: prior, grade, gated engagement and the query's attributes "
+                "(offline, point in time).")
 serving_v1 = FeatureService(
     name=SERVING_SERVICE, features=[gated_engagement_fv],
     description="The views written online (feast serve / get_online_features).")

@@ -1,7 +1,7 @@
 """Attributes flow: contract catalog and queries -> catalog lexicon and weak labels ->
 MiniLM + CRF tagger (``Paths.tagger``) -> every query's attributes
-(``Paths.query_attributes``) -> span P/R/F1 on the hand gold set, report
-``reports/attributes/``.
+(``Paths.query_attributes``) and ``query_attributes_fv`` through the validation gate, as
+one transaction -> span P/R/F1 on the hand gold set, report ``reports/attributes/``.
 
 Logic: ``relgrade/attributes/stage.py``. The task is cached on its inputs (the
 ``attributes`` config section, the catalog, queries and gold files, the code version)
@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.transactions import transaction
 
 from flows.runtime import cached, get_config, io_task, stage_artifacts, stage_key, stage_lock
+from flows.tasks import publish_view, write_outputs
 from relgrade.attributes import stage as S
 from relgrade.config import RelgradeConfig, resolve_path
 
@@ -27,17 +29,28 @@ def _inputs(cfg: RelgradeConfig) -> list[Path]:
 
 def _key(context, parameters) -> str | None:
     cfg: RelgradeConfig = parameters["cfg"]
-    return stage_key("attributes", cfg, ["attributes"], _inputs(cfg))
+    # simulation, mining: the feature rows are stamped at the mining snapshot
+    return stage_key("attributes", cfg, ["attributes", "simulation", "mining"], _inputs(cfg))
 
 
 def _outputs(cfg: RelgradeConfig) -> list[Path]:
-    return [cfg.paths.query_attributes, cfg.paths.tagger / "tagger.json", cfg.paths.report("attributes") / "report.json"]
+    return [cfg.paths.query_attributes, cfg.paths.feature_source(S.QUERY_ATTRIBUTES_FV), cfg.paths.tagger / "tagger.json",
+            cfg.paths.report("attributes") / "report.json"]
 
 
 @task(name="attributes", cache_key_fn=_key, persist_result=True)
 def attributes_stage(cfg: RelgradeConfig) -> dict[str, Any]:
-    """Train the tagger on the weak labels, tag every query, evaluate on the gold set."""
-    return S.run(cfg)
+    """Train the tagger on the weak labels, tag every query, publish, evaluate on the gold set."""
+    import pandas as pd
+
+    def land(table: pd.DataFrame, batch: pd.DataFrame) -> dict:
+        texts = pd.Series(table["text"].astype(str).to_numpy(), index=table["query_id"].astype(str))
+        with transaction():
+            pub = io_task(publish_view, cfg)(cfg, S.QUERY_ATTRIBUTES_FV, batch, context={"query_texts": texts})
+            write_outputs(cfg, {cfg.paths.query_attributes: table})
+        return pub
+
+    return S.run(cfg, land)
 
 
 @flow(name="attributes", log_prints=True)

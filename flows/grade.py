@@ -32,7 +32,9 @@ SECTIONS = ["grading", "mining", "simulation"]  # mining + simulation: which uni
 
 def _inputs(cfg: RelgradeConfig) -> list:
     p = cfg.paths
-    return [p.table("catalog"), p.table("queries"), p.table("judgments"), p.union(cfg.snapshot_ts)]
+    attrs = [p.query_attributes, p.tagger / "lexicon.json"] if (cfg.grading.attribute_features
+                                                                   or cfg.grading.attribute_text) else []
+    return [p.table("catalog"), p.table("queries"), p.table("judgments"), p.union(cfg.snapshot_ts), *attrs]
 
 
 def _outputs(cfg: RelgradeConfig) -> list:

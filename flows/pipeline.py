@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.assemble import assemble_flow
+from flows.attributes import attributes_flow
 from flows.evaluate import evaluate_flow
 from flows.grade import grade_flow
 from flows.ingest import ingest_flow
@@ -37,6 +38,7 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
         "simulate": simulate_flow,
         "materialize": materialize_flow,
         "mine": mine_flow,
+        "attributes": attributes_flow,
         "grade": grade_flow,
         "assemble": assemble_flow,
         "train": train_flow,

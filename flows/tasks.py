@@ -22,11 +22,16 @@ def _txn_set(name: str, value) -> None:
         txn.set(name, value)
 
 
-def _publish_view(cfg: RelgradeConfig, view: str, batch, evidence=None) -> dict:
+def _publish_view(cfg: RelgradeConfig, view: str, batch, evidence=None, context: dict | None = None) -> dict:
+    """Validate and publish ``batch`` into ``view``; ``evidence`` and ``context`` are
+    extra fields of the suite's GateContext (validation.gate.gate_context)."""
     from relgrade import featurestore as fs
     from validation.gate import gate_for
 
-    gate = gate_for(cfg, view, evidence=evidence) if evidence is not None else gate_for(cfg, view)
+    extra = dict(context or {})
+    if evidence is not None:
+        extra["evidence"] = evidence
+    gate = gate_for(cfg, view, **extra)
     res = fs.publish(cfg, view, batch, gate, keep_backup=True)
     _txn_set("published", res)
     _txn_set("cfg", cfg)

@@ -260,7 +260,7 @@ def pipeline(
     profile: str = ProfileOpt,
     data_root: Optional[str] = DataRootOpt,
     config: Optional[Path] = ConfigOpt,
-    until: str = typer.Option("evaluate", "--until", help="Stop after this stage (ingest, simulate, materialize, mine, grade, assemble, train, evaluate)."),
+    until: str = typer.Option("evaluate", "--until", help="Stop after this stage (ingest, simulate, materialize, mine, attributes, grade, assemble, train, evaluate)."),
 ):
     """Run every stage in order: ingest, simulate, materialize, mine, grade, assemble,
     train, evaluate. Finished stages are cached and skipped on rerun."""

@@ -376,6 +376,10 @@ class GradingConfig(_Strict):
     # stacks the outputs of stages 1..k (a multinomial logistic regression fitted on dev)
     stages: list[GradingStageConfig] = Field(default_factory=_default_stages)
     retrieval_features: bool = False  # stage 1 also sees channel ranks/agreement/prior (grades then depend on mining)
+    # stage 1 also sees the query-item attribute agreement (the attributes stage's tagger and
+    # lexicon; docs/attributes.md), and the cross-encoders read it as text after the title
+    attribute_features: bool = True
+    attribute_text: bool = False
     # publish a judged union pair of a train query with its human judgment (deciding stage 0)
     anchor_judgments: bool = True
     negatives: NegativesConfig = NegativesConfig()

@@ -47,9 +47,15 @@ def view_names() -> list[str]:
     return list(definitions().VIEW_SCHEMAS)
 
 
+def view_keys(view: str) -> tuple[str, ...]:
+    """The view's join keys: ("query_id", "item_id") for a pair view, ("query_id",) for
+    a query view."""
+    return tuple(definitions().VIEW_KEYS[view])
+
+
 def view_columns(view: str) -> list[str]:
     d = definitions()
-    return [*d.JOIN_KEYS, d.TIMESTAMP_FIELD, *(n for n, _ in d.VIEW_SCHEMAS[view])]
+    return [*view_keys(view), d.TIMESTAMP_FIELD, *(n for n, _ in d.VIEW_SCHEMAS[view])]
 
 
 def write_store_yaml(cfg: RelgradeConfig) -> Path:
@@ -81,26 +87,29 @@ def get_store(cfg: RelgradeConfig):
 def objects_for(cfg: RelgradeConfig) -> dict[str, object]:
     """The repository's Feast objects for this data root: every view's source under the
     root's ``features/``, its ``online`` flag from ``feast.online_views``, its TTL from
-    ``feast.view_ttl_days`` (else ``feast.ttl_days``); the training service over all views,
-    the serving service over the online ones."""
+    ``feast.view_ttl_days`` (else ``feast.ttl_days``); every training service version over
+    its views, the serving service over the online ones."""
     from feast import FeatureService, FeatureView, FileSource
 
     d = definitions()
     out: dict[str, object] = {"query": d.query, "item": d.item}
+    entity = {"query_id": d.query, "item_id": d.item}
     views = {}
     for name in d.VIEW_SCHEMAS:
         fv = getattr(d, name)
         src = FileSource(name=fv.batch_source.name, timestamp_field=d.TIMESTAMP_FIELD,
                          path=str(cfg.paths.feature_source(name)))
         days = cfg.feast.view_ttl_days.get(name, cfg.feast.ttl_days)
-        views[name] = FeatureView(name=name, entities=[d.query, d.item], ttl=timedelta(days=days),
-                                  schema=d._fields(d.VIEW_SCHEMAS[name]),
+        keys = view_keys(name)
+        views[name] = FeatureView(name=name, entities=[entity[k] for k in keys], ttl=timedelta(days=days),
+                                  schema=d._fields(d.VIEW_SCHEMAS[name], keys),
                                   source=src, online=name in cfg.feast.online_views, description=fv.description,
                                   tags=dict(fv.tags))
         out[src.name] = src
         out[name] = views[name]
-    out[d.TRAINING_SERVICE] = FeatureService(name=d.TRAINING_SERVICE, features=list(views.values()),
-                                             description=d.training_v1.description)
+    for svc, names in d.TRAINING_SERVICES.items():
+        out[svc] = FeatureService(name=svc, features=[views[n] for n in names],
+                                  description=getattr(d, svc).description)
     online = [v for n, v in views.items() if n in cfg.feast.online_views]
     if online:
         out[d.SERVING_SERVICE] = FeatureService(name=d.SERVING_SERVICE, features=online,
@@ -121,7 +130,7 @@ _PA_TYPES = {"Float64": pa.float64(), "Int64": pa.int64(), "String": pa.string()
 
 def view_arrow_schema(view: str) -> pa.Schema:
     d = definitions()
-    fields = [pa.field(k, pa.string()) for k in d.JOIN_KEYS]
+    fields = [pa.field(k, pa.string()) for k in view_keys(view)]
     fields.append(pa.field(d.TIMESTAMP_FIELD, pa.timestamp("us", tz="UTC")))
     for name, ftype in d.VIEW_SCHEMAS[view]:
         fields.append(pa.field(name, _PA_TYPES[str(ftype)]))
@@ -157,15 +166,16 @@ def read_offline(cfg: RelgradeConfig, view: str) -> pd.DataFrame | None:
     return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
-def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame, snapshot: bool = True) -> pd.DataFrame:
+def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame, snapshot: bool = True,
+                  keys: tuple[str, ...] = ("query_id", "item_id")) -> pd.DataFrame:
     """The offline table after publishing ``batch``.
 
     ``snapshot`` (every relgrade publisher): the batch is the complete set of rows for
     each event_timestamp it carries, so every existing row at those instants is replaced.
     A pair an earlier run wrote at the same instant but the new batch lacks (a changed
     search log, a smaller union) is gone, rather than surviving with values derived from
-    the earlier run's inputs. Otherwise only rows with the batch's (query, item,
-    event_timestamp) keys are replaced. Either way re-publishing the same batch is a
+    the earlier run's inputs. Otherwise only rows with the batch's (``keys``,
+    event_timestamp) are replaced. Either way re-publishing the same batch is a
     no-op, never a duplicate."""
     if existing is None or existing.empty:
         merged = batch
@@ -174,11 +184,11 @@ def merge_offline(existing: pd.DataFrame | None, batch: pd.DataFrame, snapshot: 
         keep = ~existing["event_timestamp"].isin(stamps)
         merged = pd.concat([existing[keep], batch], ignore_index=True)
     else:
-        key = ["query_id", "item_id", "event_timestamp"]
+        key = [*keys, "event_timestamp"]
         idx = pd.MultiIndex.from_frame(existing[key])
         keep = ~idx.isin(pd.MultiIndex.from_frame(batch[key]))
         merged = pd.concat([existing[keep], batch], ignore_index=True)
-    return merged.sort_values(["event_timestamp", "query_id", "item_id"], kind="stable").reset_index(drop=True)
+    return merged.sort_values(["event_timestamp", *keys], kind="stable").reset_index(drop=True)
 
 
 def materialize(cfg: RelgradeConfig, views: list[str], start: datetime, end: datetime):
@@ -191,7 +201,7 @@ def materialize(cfg: RelgradeConfig, views: list[str], start: datetime, end: dat
 
 
 def write_online(cfg: RelgradeConfig, view: str, batch: pd.DataFrame, store=None) -> int:
-    """Write the latest row per (query, item) of ``batch`` to the online store, in
+    """Write the latest row per entity key of ``batch`` to the online store, in
     chunks of ``feast.online_write_chunk_rows`` so memory stays bounded at any batch
     size (Feast's materialize loads the whole range at once: 18 GB for 2M rows).
     Views not in ``feast.online_views`` are offline-only and skipped."""
@@ -199,7 +209,7 @@ def write_online(cfg: RelgradeConfig, view: str, batch: pd.DataFrame, store=None
         return 0
     store = store or get_store(cfg)
     latest = (batch.sort_values("event_timestamp", kind="stable")
-              .drop_duplicates(["query_id", "item_id"], keep="last").reset_index(drop=True))
+              .drop_duplicates(list(view_keys(view)), keep="last").reset_index(drop=True))
     step = cfg.feast.online_write_chunk_rows
     from relgrade.util import Progress
 
@@ -246,7 +256,7 @@ def publish(
     had_previous = path.exists()
     if had_previous:
         shutil.copy2(path, backup)
-    merged = merge_offline(read_offline(cfg, view), batch)
+    merged = merge_offline(read_offline(cfg, view), batch, keys=view_keys(view))
     write_parquet_atomic(pa.Table.from_pandas(merged, schema=view_arrow_schema(view), preserve_index=False), path)
     start = batch["event_timestamp"].min().to_pydatetime() - timedelta(seconds=1)
     end = batch["event_timestamp"].max().to_pydatetime() + timedelta(seconds=1)

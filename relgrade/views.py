@@ -5,7 +5,8 @@ to them from. Their Feast declarations (schemas, sources, TTLs) are in
 RETRIEVAL_PRIOR_FV = "retrieval_prior_fv"  # mine: per-channel ranks, agreement, prior, difficulty level
 RELEVANCE_GRADE_FV = "relevance_grade_fv"  # grade: calibrated teacher-cascade grades
 GATED_ENGAGEMENT_FV = "gated_engagement_fv"  # simulate/assemble: engagement, gated by grade
-FEATURE_VIEWS = (RETRIEVAL_PRIOR_FV, RELEVANCE_GRADE_FV, GATED_ENGAGEMENT_FV)
+QUERY_ATTRIBUTES_FV = "query_attributes_fv"  # attributes: the query tagger's product type and attributes (query-keyed)
+FEATURE_VIEWS = (RETRIEVAL_PRIOR_FV, RELEVANCE_GRADE_FV, GATED_ENGAGEMENT_FV, QUERY_ATTRIBUTES_FV)
 
-TRAINING_SERVICE = "training_v1"  # every view, read point in time by assemble
+TRAINING_SERVICE = "training_v2"  # every view, read point in time by assemble (training_v1: without the attributes)
 SERVING_SERVICE = "serving_v1"  # the views written online

@@ -12,18 +12,26 @@ TINY_STAGES = [
     {"kind": "cross_encoder", "name": "ce3", "layers": 3, "steps": 6, "batch_size": 8, "max_seq_length": 32,
      "seed_offset": 1, "cost_s_per_million": 1750},
 ]
+# attribute features off: with them, stage 1 alone wins on this tiny world's dev set, the
+# cross-encoders would judge no union pair, and the flow tests here check escalation; the
+# attribute features are tested on this root in tests/model/test_teachers.py and run in
+# the pipeline tests (tests/integration/test_own_data.py, test_reliability.py)
 GRADING_OVERRIDES = {"stages": TINY_STAGES, "chunk_size": 600, "infer_batch_size": 64, "budget_sample_pairs": 400,
-                     "probe": {"random_pairs": 300}}
+                     "probe": {"random_pairs": 300}, "attribute_features": False}
+
+
+ATTRIBUTES_OVERRIDES = {"max_train_queries": 120, "epochs": 1}  # a tagger in seconds
 
 
 def overrides(root: Path) -> dict:
     return {"data_root": str(root), "dataset": {"max_queries": 160},
             "simulation": {"days": 7, "searches_per_day": 200}, "mining": {"k": 15},
-            "grading": dict(GRADING_OVERRIDES)}
+            "grading": dict(GRADING_OVERRIDES), "attributes": dict(ATTRIBUTES_OVERRIDES)}
 
 
 def build_root(path: Path) -> dict:
-    """ingest -> simulate -> mine (in-process) into ``path``."""
+    """ingest -> simulate -> mine (in-process) -> attributes into ``path``."""
+    from flows.attributes import attributes_flow
     from flows.ingest import ingest_flow
     from flows.runtime import get_config
     from flows.simulate import simulate_flow
@@ -37,6 +45,7 @@ def build_root(path: Path) -> dict:
     p = cfg.paths
     r = mine(cfg, read_parquet(p.table("catalog")), read_parquet(p.table("queries")), read_parquet(p.table("events")))
     write_union(cfg, r["union"], r["snapshot_ts"])
+    attributes_flow("quick", ov)  # the query tagger: stage 1's attribute agreement features
     return {"path": path, "overrides": ov, "cfg": cfg}
 
 

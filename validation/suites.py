@@ -20,7 +20,8 @@ import pandas as pd
 
 from relgrade.contract import GRADES, SEGMENTS, SLOTS, SPLITS, TABLES
 from relgrade.util import utc_now
-from relgrade.views import FEATURE_VIEWS, GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
+from relgrade.views import (FEATURE_VIEWS, GATED_ENGAGEMENT_FV, QUERY_ATTRIBUTES_FV, RELEVANCE_GRADE_FV,
+                            RETRIEVAL_PRIOR_FV)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GateContext:
     excluded_query_ids: pd.Index | None = None  # e.g. test-split queries (training set)
     evidence: "GradeEvidence | None" = None  # relevance_grade_fv: probes of the union distribution
     cut: datetime | None = None  # events: the instant nothing may reach (a real log's end: the mining snapshot)
+    query_texts: pd.Series | None = None  # query_attributes_fv: query_id -> text (values must be spans of it)
 
 
 @dataclass
@@ -178,16 +180,14 @@ def events_suite(df: pd.DataFrame, ctx: GateContext):
     return df, exp
 
 
-_VIEW_KEY = ["query_id", "item_id", "event_timestamp"]
-
-
 def _view_common(df: pd.DataFrame, ctx: GateContext, view: str):
-    from relgrade.featurestore import view_columns
+    """Row count, the view's columns, and unique (join keys, event_timestamp)."""
+    from relgrade.featurestore import view_columns, view_keys
 
     gxe = _gxe()
     exp: list = [gxe.ExpectTableRowCountToBeBetween(min_value=ctx.min_rows)]
     _columns(exp, view_columns(view))
-    df = _common_keys(df, ctx, exp, "event_timestamp", _VIEW_KEY)
+    df = _common_keys(df, ctx, exp, "event_timestamp", [*view_keys(view), "event_timestamp"])
     return df, exp
 
 
@@ -288,6 +288,56 @@ def gated_engagement_suite(df: pd.DataFrame, ctx: GateContext):
     return df, exp
 
 
+def query_attributes_suite(df: pd.DataFrame, ctx: GateContext):
+    """The query tagger's output: one row per query and instant, every value a span of
+    the query's own text (a tagger that invents words fails), a JSON record per row
+    whose attribute count matches ``n_attributes``, and one tagger version per batch."""
+    import json
+
+    from relgrade.attributes.schema import COLUMNS
+
+    gxe = _gxe()
+    df, exp = _view_common(df, ctx, QUERY_ATTRIBUTES_FV)
+    texts = ctx.query_texts
+    values = list(COLUMNS.values())
+    checks = {}
+    if texts is not None:
+        words = df["query_id"].map(texts).fillna("").astype(str).str.lower().str.split()
+        padded = " " + words.str.join(" ") + " "
+        inside = np.ones(len(df), dtype=bool)
+        for c in values:
+            v = df[c]
+            ok = v.isna().to_numpy() | np.fromiter(
+                (f" {str(x).lower()} " in t for x, t in zip(v.fillna(""), padded)), dtype=bool, count=len(df))
+            inside &= ok
+        checks["chk_values_in_query"] = inside
+
+    def _count(js) -> float:
+        try:
+            return float(len(json.loads(js)["attributes"]))
+        except (TypeError, ValueError, KeyError):
+            return -1.0
+
+    checks["chk_json_count_matches"] = (df["attributes_json"].map(_count)
+                                        == pd.to_numeric(df["n_attributes"], errors="coerce").astype(float))
+    df = df.assign(**checks)
+    exp += [
+        gxe.ExpectColumnValuesToNotBeNull(column="n_attributes"),
+        gxe.ExpectColumnValuesToBeBetween(column="n_attributes", min_value=0, max_value=32),
+        gxe.ExpectColumnValuesToNotBeNull(column="attributes_json"),
+        gxe.ExpectColumnValuesToBeJsonParseable(column="attributes_json"),
+        gxe.ExpectColumnValuesToNotBeNull(column="tagger_version"),
+        gxe.ExpectColumnUniqueValueCountToBeBetween(column="tagger_version", min_value=1, max_value=1),
+        gxe.ExpectColumnValuesToBeInSet(column="chk_json_count_matches", value_set=[True],
+                                        notes="n_attributes is the number of attribute spans in attributes_json"),
+    ]
+    if "chk_values_in_query" in checks:
+        exp.append(gxe.ExpectColumnValuesToBeInSet(
+            column="chk_values_in_query", value_set=[True],
+            notes="every extracted value is a run of the query's own words"))
+    return df, exp
+
+
 SUITES: dict[str, Callable[[pd.DataFrame, GateContext], tuple[pd.DataFrame, list]]] = {
     "catalog": catalog_suite,
     "queries": queries_suite,
@@ -296,6 +346,7 @@ SUITES: dict[str, Callable[[pd.DataFrame, GateContext], tuple[pd.DataFrame, list
     RETRIEVAL_PRIOR_FV: retrieval_prior_suite,
     RELEVANCE_GRADE_FV: relevance_grade_suite,
     GATED_ENGAGEMENT_FV: gated_engagement_suite,
+    QUERY_ATTRIBUTES_FV: query_attributes_suite,
 }
 
 

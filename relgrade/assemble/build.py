@@ -23,7 +23,8 @@ from relgrade.assemble.gating import refresh_gated_engagement
 from relgrade.assemble.targets import add_targets
 from relgrade.config import RelgradeConfig
 from relgrade.io import file_digest, frame_digest, read_parquet
-from relgrade.views import FEATURE_VIEWS, GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
+from relgrade.views import (FEATURE_VIEWS, GATED_ENGAGEMENT_FV, QUERY_ATTRIBUTES_FV, RELEVANCE_GRADE_FV,
+                            RETRIEVAL_PRIOR_FV)
 
 log = logging.getLogger("relgrade.assemble")
 
@@ -38,6 +39,8 @@ TRAINSET_COLUMNS = [
     # provenance and intermediate terms (beyond the contract; the trainer may ignore them)
     "split", "engagement_smoothed", "engagement_confidence", "preference_term", "target_source",
     "teacher_version", "level_source",
+    # the query's attributes (query_attributes_fv)
+    "product_type", "brand", "size", "color", "material", "count", "power", "model_number", "n_attributes",
 ]
 INT_COLUMNS = ("agreement", "difficulty_level", "grade", "impressions_28d", "clicks_28d")
 
@@ -102,11 +105,11 @@ def grade_lookup(cfg: RelgradeConfig) -> Callable[[pd.DataFrame, pd.Timestamp], 
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _row_hash(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
-    """uint64 hash per row of (query_id, item_id, *cols); numbers compared as float64
+def _row_hash(df: pd.DataFrame, cols: list[str], keys: tuple[str, ...] = ("query_id", "item_id")) -> np.ndarray:
+    """uint64 hash per row of (*keys, *cols); numbers compared as float64
     (Feast returns an int feature as float once nulls appear), null == null."""
     h = np.zeros(len(df), dtype=np.uint64)
-    for c in ["query_id", "item_id", *cols]:
+    for c in [*keys, *cols]:
         s = df[c]
         if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
             arr = np.asarray(s.astype("float64"), dtype=np.float64)
@@ -127,9 +130,10 @@ def _ns(ts: pd.Series) -> np.ndarray:
 
 def feature_known_at(cfg: RelgradeConfig, joined: pd.DataFrame, view: str) -> pd.Series:
     """Per joined row: the earliest ``event_timestamp`` of a stored ``view`` row with the
-    same pair and exactly the values Feast returned; NaT when the view returned nothing
-    for the row; FAR_FUTURE when no stored row carries those values."""
-    from relgrade.featurestore import definitions, read_offline
+    same entity key (the pair, or the query for a query view) and exactly the values
+    Feast returned; NaT when the view returned nothing for the row; FAR_FUTURE when no
+    stored row carries those values."""
+    from relgrade.featurestore import definitions, read_offline, view_keys
 
     cols = [n for n, _ in definitions().VIEW_SCHEMAS[view]]
     present = joined[cols].notna().any(axis=1).to_numpy()
@@ -139,13 +143,14 @@ def feature_known_at(cfg: RelgradeConfig, joined: pd.DataFrame, view: str) -> pd
     if present.any():
         known[present] = far
     if off is not None and len(off):
-        h_off = _row_hash(off, cols)
+        keys = view_keys(view)
+        h_off = _row_hash(off, cols, keys)
         t_off = _ns(off["event_timestamp"])
         order = np.lexsort((t_off, h_off))  # by hash, then time: the first of a run is the earliest
         hs, ts = h_off[order], t_off[order]
         first = np.r_[True, hs[1:] != hs[:-1]]
         uh, umin = hs[first], ts[first]
-        h = _row_hash(joined, cols)[present]
+        h = _row_hash(joined, cols, keys)[present]
         pos = np.minimum(np.searchsorted(uh, h), len(uh) - 1)
         hit = uh[pos] == h
         known[present] = np.where(hit, umin[pos], far)
@@ -183,7 +188,7 @@ def assemble_rows(cfg: RelgradeConfig, entities: pd.DataFrame, queries: pd.DataF
             joined[f"known_at_{v}"] = feature_known_at(cfg, joined, v)
     t["leakage_check_s"] = round(time.perf_counter() - t1, 2)
     t2 = time.perf_counter()
-    for c in INT_COLUMNS:
+    for c in (*INT_COLUMNS, "n_attributes"):
         joined[c] = pd.to_numeric(joined[c]).round().astype("Int64")
     for c in [c for c in joined.columns if c.startswith("rank_")]:
         joined[c] = pd.to_numeric(joined[c]).round().astype("Int64")
@@ -217,7 +222,8 @@ def assemble(cfg: RelgradeConfig, publish_gated: Callable[[pd.DataFrame], dict] 
         raise ValueError("assemble.splits must not contain the test split")
     cut = cut_instant(cfg)
     stage_of = {RETRIEVAL_PRIOR_FV: "relgrade mine", RELEVANCE_GRADE_FV: "relgrade grade",
-                GATED_ENGAGEMENT_FV: "relgrade simulate && relgrade materialize"}
+                GATED_ENGAGEMENT_FV: "relgrade simulate && relgrade materialize",
+                QUERY_ATTRIBUTES_FV: "relgrade attributes"}
     for v in VIEWS:
         if not cfg.paths.feature_source(v).exists():
             raise FileNotFoundError(f"feature view {v} has no offline table {cfg.paths.feature_source(v)}: "

@@ -51,6 +51,18 @@ def item_attributes(title: str, lex: Lexicon) -> dict[str, set[str]]:
     return out
 
 
+def _named(attributes_json: str) -> list[tuple[str, str, list[str]]]:
+    """(type, value, product tokens) of each attribute a query names, its product type first."""
+    st = json.loads(attributes_json)
+    named = []
+    if st.get("product_type"):
+        named.append(("TYPE", st["product_type"], [stem(st["product_type"].split()[-1])]))
+    for a in st["attributes"]:
+        if a["type"] in AGREE_TYPES:
+            named.append((a["type"], a["value"], tokenize(a["value"])))
+    return named
+
+
 class AttributeAgreement:
     """Fitted on the catalog (titles -> token sets, stated attributes) and the query
     attribute table (``relgrade.attributes.stage.tag_queries``)."""
@@ -62,16 +74,29 @@ class AttributeAgreement:
         self.item_tokens = [set(tokenize(t)) for t in titles]
         self.item_attrs = [item_attributes(t, lex) for t in titles]
         self.query_index = pd.Index(query_attributes["query_id"].astype(str))
-        self.query_named: list[list[tuple[str, str, list[str]]]] = []
-        for js in query_attributes["attributes_json"]:
-            st = json.loads(js)
-            named = []
-            if st.get("product_type"):
-                named.append(("TYPE", st["product_type"], [stem(st["product_type"].split()[-1])]))
-            for a in st["attributes"]:
-                if a["type"] in AGREE_TYPES:
-                    named.append((a["type"], a["value"], tokenize(a["value"])))
-            self.query_named.append(named)
+        self.query_named = [_named(js) for js in query_attributes["attributes_json"]]
+
+    def extend(self, items: pd.DataFrame | None = None, queries: pd.DataFrame | None = None,
+               tagger_dir=None) -> "AttributeAgreement":
+        """Add items (``item_id, title``) and queries (``query_id, text``) outside the
+        tables it was fitted on; new queries are tagged with the saved tagger in
+        ``tagger_dir`` (the attributes stage's folder)."""
+        if items is not None and len(items):
+            it = items[~items["item_id"].astype(str).isin(self.item_index)]
+            titles = it["title"].astype(str).tolist()
+            self.item_index = self.item_index.append(pd.Index(it["item_id"].astype(str)))
+            self.item_tokens += [set(tokenize(t)) for t in titles]
+            self.item_attrs += [item_attributes(t, self.lex) for t in titles]
+        if queries is not None and len(queries):
+            from relgrade.attributes.stage import tag_queries
+            from relgrade.attributes.tagger import QueryTagger
+
+            qq = queries[~queries["query_id"].astype(str).isin(self.query_index)]
+            if len(qq):
+                table = tag_queries(QueryTagger.load(tagger_dir), qq.assign(split=None))
+                self.query_index = self.query_index.append(pd.Index(table["query_id"].astype(str)))
+                self.query_named += [_named(js) for js in table["attributes_json"]]
+        return self
 
     def _status(self, named: tuple[str, str, list[str]], ii: int) -> int:
         kind, _value, toks = named

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -30,6 +31,7 @@ from relgrade.config import RelgradeConfig, resolve_path
 from relgrade.contract import ContractError
 from relgrade.io import read_parquet, write_parquet_atomic
 from relgrade.util import Progress, write_json_atomic
+from relgrade.views import QUERY_ATTRIBUTES_FV
 
 log = logging.getLogger("relgrade.attributes")
 
@@ -185,8 +187,32 @@ def render_html(rep: dict) -> str:
     return "\n".join(parts)
 
 
-def run(cfg: RelgradeConfig) -> dict:
-    """The whole stage (train, tag, evaluate, report); returns its summary."""
+def feature_batch(cfg: RelgradeConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """``query_attributes_fv`` rows of the tagged table, stamped at the mining snapshot:
+    the tagger reads the catalog and queries as they stand at that instant, as the
+    grades it informs do."""
+    from relgrade.featurestore import view_columns
+    from relgrade.mining.stage import default_snapshot
+
+    out = table.copy()
+    out["event_timestamp"] = pd.Series(default_snapshot(cfg), index=out.index).astype("datetime64[us, UTC]")
+    out["query_id"] = out["query_id"].astype(str)
+    return out[view_columns(QUERY_ATTRIBUTES_FV)]
+
+
+def write_local(cfg: RelgradeConfig, table: pd.DataFrame, batch: pd.DataFrame) -> dict:
+    """Land the table without the feature store (benchmarks, notebooks): the flow
+    publishes ``batch`` through the validation gate and writes the table in one
+    transaction instead."""
+    write_parquet_atomic(table, cfg.paths.query_attributes)
+    return {"view": None, "rows": len(batch)}
+
+
+def run(cfg: RelgradeConfig, land: Callable[[pd.DataFrame, pd.DataFrame], dict] | None = None) -> dict:
+    """The whole stage (train, tag, evaluate, report); returns its summary. ``land(table,
+    batch)`` writes the query table and publishes the feature batch (default:
+    :func:`write_local`); it runs before the gold evaluation, and nothing is written
+    when it raises."""
     catalog, queries = load_inputs(cfg)
     gold = load_gold(resolve_path(cfg.attributes.gold_path)) if cfg.attributes.gold_path else None  # fails first
     lex = lexicon_of(cfg, catalog)
@@ -198,7 +224,7 @@ def run(cfg: RelgradeConfig) -> dict:
     table = tag_queries(tagger, queries)
     tag_s = time.perf_counter() - t0
     cfg.paths.attributes.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(table, cfg.paths.query_attributes)
+    published = (land or (lambda t, b: write_local(cfg, t, b)))(table, feature_batch(cfg, table))
     ev = evaluate_gold(cfg, tagger, lex, gold)
     stats = {"tagger_version": tagger.version, "train_queries": int(len(weak)),
              "train_seconds": round(tagger.train_seconds, 1), "queries_tagged": int(len(table)),
@@ -207,7 +233,7 @@ def run(cfg: RelgradeConfig) -> dict:
              "share_with_type": round(float(table["product_type"].notna().mean()), 4),
              "mean_attributes": round(float(table["n_attributes"].mean()), 3)}
     write_report(cfg, ev, stats)
-    return {"stats": stats, "evaluation": ev, "query_attributes": str(cfg.paths.query_attributes),
+    return {"stats": stats, "evaluation": ev, "published": published, "query_attributes": str(cfg.paths.query_attributes),
             "tagger": str(cfg.paths.tagger)}
 
 

@@ -30,7 +30,14 @@ q_max_cos, cos_gap     the same for the cosine: the query's best cosine over the
                        catalog, and the pair's cosine minus it
 rank_*, score_beh.     mining channel ranks (NaN when the channel missed the item or
 agreement, prior       the pair is not in the union), agreement, retrieval prior
+attr_*, <type>_agree   query-item attribute agreement (``grading.attribute_features``):
+                       the attributes the query tagger found in the query, and whether
+                       the item's title matches, contradicts or is silent on each
+                       (:mod:`relgrade.attributes.agreement`)
 =====================  ===========================================================
+
+With ``grading.attribute_text`` the cross-encoders read the same agreement as text after
+the item's title (``... [SEP] brand dewalt: contradicts; type drill: matches``).
 """
 from __future__ import annotations
 
@@ -42,13 +49,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from relgrade.attributes.agreement import FEATURES as AGREEMENT_FEATURES
 from relgrade.config import RelgradeConfig
 from relgrade.mining.channels import catalog_frame, item_texts, query_frame
 from relgrade.mining.tokenize import normalize, tokenize_many
 
 log = logging.getLogger("relgrade.grading")
 
-FEATURES = [
+BASE_FEATURES = [
     "bm25", "cosine", "q_tokens", "t_tokens", "overlap", "overlap_frac", "idf_overlap", "jaccard",
     "num_tokens", "num_frac", "first_hit", "last_hit", "phrase_hit",
     "char_cosine", "char_containment", "first_char", "last_char",
@@ -56,15 +64,37 @@ FEATURES = [
     "rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior",
 ]
 UNION_FEATURES = ["rank_lexical", "rank_dense", "rank_behavioral", "score_behavioral", "agreement", "retrieval_prior"]
-CONTENT_FEATURES = [f for f in FEATURES if f not in UNION_FEATURES]
+CONTENT_FEATURES = [f for f in BASE_FEATURES if f not in UNION_FEATURES]
+ATTRIBUTE_FEATURES = list(AGREEMENT_FEATURES)
+FEATURES = [*BASE_FEATURES, *ATTRIBUTE_FEATURES]  # the columns of transform_all
 
 
-def feature_names(retrieval_features: bool) -> list[str]:
-    """Stage-1 inputs: the content features, plus the union's ranks, agreement, prior
+def feature_names(retrieval_features: bool, attribute_features: bool = False) -> list[str]:
+    """Stage-1 inputs: the content features; plus the union's ranks, agreement, prior
     and behavioural score with ``grading.retrieval_features`` (off by default: a grade
     that depends on where a channel ranked the pair double-counts the retrieval prior in
-    the target and cannot be computed for a pair that was never mined)."""
-    return FEATURES if retrieval_features else CONTENT_FEATURES
+    the target and cannot be computed for a pair that was never mined); plus the
+    query-item attribute agreement with ``grading.attribute_features``."""
+    return [f for f in FEATURES if (retrieval_features or f not in UNION_FEATURES)
+            and (attribute_features or f not in ATTRIBUTE_FEATURES)]
+
+
+def load_agreement(cfg: RelgradeConfig, catalog: pd.DataFrame):
+    """The attribute agreement of the attributes stage's outputs (the catalog lexicon in
+    the tagger folder, every query's tagged attributes)."""
+    from relgrade.attributes.agreement import AttributeAgreement
+    from relgrade.attributes.lexicon import Lexicon
+
+    p = cfg.paths
+    lex_path = p.tagger / "lexicon.json"
+    missing = [str(x) for x in (p.query_attributes, lex_path) if not x.exists()]
+    if missing:
+        raise FileNotFoundError(f"grading.attribute_features needs the attributes stage's outputs {missing}: "
+                                "run `relgrade attributes` first (or set grading.attribute_features: false)")
+    from relgrade.io import read_parquet
+
+    qa = read_parquet(p.query_attributes, columns=["query_id", "attributes_json"])
+    return AttributeAgreement(Lexicon.load(lex_path), catalog, qa)
 
 
 def _is_num(tok: str) -> bool:
@@ -120,7 +150,10 @@ class PairFeaturizer:
         from relgrade.mining.stage import make_channel
 
         t0 = time.perf_counter()
-        self.names = feature_names(cfg.grading.retrieval_features)
+        g = cfg.grading
+        self.names = feature_names(g.retrieval_features, g.attribute_features)
+        self.agreement = load_agreement(cfg, catalog) if (g.attribute_features or g.attribute_text) else None
+        self.attribute_text, self._agree_features = g.attribute_text, g.attribute_features
         self._cols = np.array([FEATURES.index(f) for f in self.names])
         self.cat = catalog_frame(catalog)
         self.q = query_frame(queries)
@@ -180,6 +213,7 @@ class PairFeaturizer:
                 pd.to_numeric(union[c], errors="coerce").astype("float64").to_numpy() if c in union.columns
                 else np.full(len(union), np.nan) for c in UNION_FEATURES
             ]).astype(np.float32)
+        self._tagger_dir = cfg.paths.tagger
         self.fit_s = time.perf_counter() - t0
         log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
                  len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
@@ -274,6 +308,8 @@ class PairFeaturizer:
             self.item_emb = np.vstack([self.item_emb, self.dense.encode(texts, what="extra items")])
             self.item_text_arr = np.r_[self.item_text_arr, np.array(texts, dtype=object)]
             self.item_index = self.item_index.append(pd.Index(it["item_id"]))
+            if self.agreement is not None:
+                self.agreement.extend(items=it)
         if queries is not None and len(queries):
             qq = queries[["query_id", "text"]].astype(str).drop_duplicates("query_id")
             qq = qq[~qq["query_id"].isin(self.query_index)]
@@ -295,6 +331,8 @@ class PairFeaturizer:
             ch.q_grams = np.diff(ch.queries.indptr).astype(np.float32)
             self.q = pd.concat([self.q, qq], ignore_index=True)
             self.query_index = self.query_index.append(pd.Index(qq["query_id"]))
+            if self.agreement is not None:
+                self.agreement.extend(queries=qq, tagger_dir=self._tagger_dir)
         return self
 
     # ------------------------------------------------------------------ codes
@@ -386,12 +424,20 @@ class PairFeaturizer:
         X[:, 18] = np.where(qmb > 0, bm25 / np.maximum(qmb, 1e-6), 0.0)
         X[:, 19] = qmc
         X[:, 20] = cos - qmc
-        X[:, 21:] = self.union_features(pairs)
+        X[:, 21:27] = self.union_features(pairs)
+        if self.agreement is not None and self._agree_features:
+            X[:, 27:] = self.agreement.features(pairs)
+        else:
+            X[:, 27:] = np.nan
         return X
 
     def texts(self, pairs: pd.DataFrame) -> tuple[list[str], list[str]]:
-        """(query texts, item texts) for the cross-encoder stages."""
+        """(query texts, item texts) for the cross-encoder stages; with
+        ``grading.attribute_text`` each item text ends with the attribute agreement."""
         qi, ii = self.pair_codes(pairs)
         qt = self.q["text"].to_numpy(dtype=object)[qi]
         it = self.item_text_arr[ii]
+        if self.attribute_text and self.agreement is not None:
+            agree = self.agreement.texts(pairs)
+            it = [f"{t} [SEP] {a}" if a else t for t, a in zip(it, agree)]
         return list(qt), list(it)

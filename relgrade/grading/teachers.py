@@ -175,8 +175,15 @@ class GBMTeacher(Teacher):
         m = HistGradientBoostingClassifier(max_iter=settings.max_iter, learning_rate=settings.learning_rate,
                                            max_leaf_nodes=settings.max_leaf_nodes, l2_regularization=settings.l2,
                                            random_state=seed, early_stopping=False)
+        Xf = X[rows]
+        # a feature missing on every training pair (no query names a voltage, say) carries
+        # nothing, and scikit-learn's binning cannot bin an all-NaN column: fit it as 0
+        # (no tree splits on a constant; at inference its NaN takes the default branch)
+        empty = np.isnan(Xf).all(axis=0)
+        if empty.any():
+            Xf[:, empty] = 0.0
         with threadpool_limits(threads):  # OpenMP spin-waits badly on a shared 2-core box
-            m.fit(X[rows], grades, sample_weight=w)
+            m.fit(Xf, grades, sample_weight=w)
         if len(m.classes_) < 2:
             raise ValueError(f"stage-1 training labels need at least two grades; got {list(m.classes_)}")
         t = cls(settings.name, version, m, threads)

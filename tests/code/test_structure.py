@@ -52,4 +52,4 @@ def test_the_feature_repo_is_declarations_over_feast_only():
     assert calls_at_top == []  # nothing runs at import: no sys.path edits, no config loading
     views = [n.targets[0].id for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
              and ast.unparse(n.value.func) == "FeatureView"]
-    assert views == ["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"]
+    assert views == ["retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv", "query_attributes_fv"]

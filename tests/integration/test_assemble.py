@@ -67,9 +67,39 @@ def grade_batch(union: pd.DataFrame, judgments: pd.DataFrame, ts, version="test-
     return out
 
 
+def attributes_batch(queries: pd.DataFrame, catalog: pd.DataFrame, ts, version="test-weak-v0") -> pd.DataFrame:
+    """Stand-in query_attributes_fv batch: the catalog lexicon's weak spans of every
+    query (the attributes stage publishes its tagger's spans through the same gate)."""
+    from relgrade.attributes.lexicon import build_lexicon, weak_spans
+    from relgrade.attributes.schema import COLUMNS, tokens_of
+    from relgrade.attributes.tagger import structured
+
+    lex = build_lexicon(catalog["title"].astype(str).tolist(), min_count=2)
+    rows = []
+    for qid, text in zip(queries["query_id"], queries["text"]):
+        tk = tokens_of(text)
+        spans = weak_spans(tk, lex)
+        st = structured(tk, spans)
+        row = {"query_id": str(qid), "event_timestamp": pd.Timestamp(ts), "n_attributes": len(st["attributes"]),
+               "attributes_json": json.dumps(st), "tagger_version": version}
+        for k, col in COLUMNS.items():
+            vals = [" ".join(tk[a:b]) for a, b, t in spans if t == k]
+            row[col] = (vals[-1] if k == "TYPE" else vals[0]) if vals else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _publish_attributes(cfg, batch, queries):
+    from validation.gate import gate_for
+    from relgrade.featurestore import publish
+
+    texts = pd.Series(queries["text"].to_numpy(), index=queries["query_id"].astype(str))
+    return publish(cfg, "query_attributes_fv", batch, gate_for(cfg, "query_attributes_fv", query_texts=texts))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A data root with contract tables, events, union and the three feature views."""
+    """A data root with contract tables, events, union and the four feature views."""
     from relgrade.engagement import engagement_features
     from relgrade.mining.stage import build_union, default_snapshot, fit_and_search, write_union
     from relgrade.mining.union import to_feature_batch
@@ -97,6 +127,7 @@ def world(tmp_path_factory):
     write_union(cfg, union, snap)
     _publish(cfg, "retrieval_prior_fv", to_feature_batch(union, snap))
     _publish(cfg, "relevance_grade_fv", grade_batch(union, tables["judgments"], snap))
+    _publish_attributes(cfg, attributes_batch(tables["queries"], tables["catalog"], snap), tables["queries"])
     return {"root": root, "cfg": cfg, "snap": snap, "union": union, **tables}
 
 
@@ -216,7 +247,7 @@ def test_training_set_is_point_in_time_train_only_and_valid(world, assembled):
     m = train[has_pref].merge(at_cut, on=["query_id", "item_id"], suffixes=("", "_fv"))
     np.testing.assert_allclose(m["gated_preference"], m["gated_preference_fv"])
     # leakage columns all at or before the cut
-    for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"):
+    for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv", "query_attributes_fv"):
         k = train[f"known_at_{v}"].dropna()
         assert len(k) and (k <= world["snap"]).all()
     rep = validate(train, "training_set", cfg, _ctx(cfg, world))
@@ -295,6 +326,46 @@ def test_grade_rewritten_after_the_cut_does_not_leak(world, assembled):
         validate(leaked, "training_set", cfg, _ctx(cfg, world))
 
 
+def test_query_attributes_join_every_pair_of_their_query_point_in_time(world, assembled):
+    """query_attributes_fv is keyed by the query alone: every (query, item) row of a query
+    carries its attributes as of the cut; a re-tagging stamped after the cut does not
+    reach the set, one stamped before a later cut does, and the leakage check flags a
+    row carrying values stored only after the cut."""
+    from relgrade.assemble.build import feature_known_at
+    from validation.gate import ValidationFailed, validate
+
+    cfg, snap, q = world["cfg"], world["snap"], world["queries"]
+    train = assembled["train"]
+    ref = attributes_batch(q, world["catalog"], snap).set_index("query_id")
+    typed = train["query_id"].map(ref["product_type"])
+    assert typed.notna().mean() > 0.5
+    assert (train["product_type"].fillna("<none>") == typed.fillna("<none>")).all()
+    assert (train["n_attributes"] == train["query_id"].map(ref["n_attributes"])).all()
+    # re-tag some queries after the cut with a different product type
+    pick = sorted(train.loc[train["product_type"].notna(), "query_id"].unique())[:5]
+    sub = q[q["query_id"].isin(pick)]
+    late = attributes_batch(sub, world["catalog"], snap + timedelta(days=2), version="retag-late")
+    late["product_type"] = None  # a value that is still a span of the query (none)
+    _publish_attributes(cfg, late, q)
+    res = _run_assembly(cfg)
+    got = res["train"][res["train"]["query_id"].isin(pick)]
+    assert len(got) and got["product_type"].notna().all() and (got["known_at_query_attributes_fv"] <= snap).all()
+    cfg2 = _cfg(world["root"], cut_ts=(snap + timedelta(days=3)).isoformat(), refresh_engagement=False)
+    res2 = _run_assembly(cfg2)
+    got2 = res2["train"][res2["train"]["query_id"].isin(pick)]
+    assert len(got2) == len(got) and got2["product_type"].isna().all()
+    # the check itself: the late values on a row stamped at the snapshot are a leak
+    leaked = res["train"].copy()
+    rows = leaked["query_id"].isin(pick)
+    leaked.loc[rows, "product_type"] = None
+    leaked.loc[rows, "tagger_version"] = "retag-late"
+    known = feature_known_at(cfg, leaked, "query_attributes_fv")
+    assert (known[rows] == snap + timedelta(days=2)).all() and (known[~rows] <= snap).all()
+    leaked["known_at_query_attributes_fv"] = known
+    with pytest.raises(ValidationFailed, match="chk_no_leak_query_attributes_fv"):
+        validate(leaked, "training_set", cfg, _ctx(cfg, world))
+
+
 def test_cut_before_the_snapshot_is_rejected(world):
     from relgrade.assemble.build import assemble
 
@@ -317,8 +388,10 @@ def test_assemble_flow_writes_set_lists_manifest_report(world, assembled):
     assert len(ts) == man["rows"]["trainset"] == out["rows"]["trainset"] > 0
     assert len(lists) == ts["query_id"].nunique() == man["rows"]["queries"]
     assert sum(len(x) for x in lists["item_ids"]) == len(ts)
-    assert man["feature_service"]["name"] == "training_v1"
-    assert set(man["feature_views"]) == {"retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv"}
+    assert man["feature_service"]["name"] == "training_v2"
+    assert set(man["feature_views"]) == {"retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv",
+                                         "query_attributes_fv"}
+    assert any(f.startswith("query_attributes_fv:") for f in man["feature_service"]["features"])
     assert "test-human-v0" in man["teacher_versions"]
     from relgrade.io import frame_digest
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def _overrides(grading_root):
-    return {**grading_root["overrides"], "attributes": {"max_train_queries": 120, "epochs": 1}}
+    return grading_root["overrides"]  # the tiny root ran this flow once (tests/grading_world.py)
 
 
 def test_attributes_flow_tags_every_query_and_reports_span_f1(grading_root):
@@ -73,3 +73,40 @@ def test_a_missing_gold_file_fails_before_anything_is_written(grading_root, tmp_
     with pytest.raises(ContractError, match="gold set not found"):
         attributes_flow("quick", ov)
     assert not (tmp_path / "other" / "attributes").exists()
+
+
+def test_the_flow_publishes_query_attributes_fv_and_the_gate_refuses_invented_values(grading_root):
+    """query_attributes_fv holds one row per query at the mining snapshot; every
+    (query, item) entity row of a query joins it point in time; a batch whose value is
+    not a span of its query fails the gate and lands nowhere."""
+    from flows.attributes import attributes_flow
+    from relgrade import featurestore as fs
+    from relgrade.attributes.stage import feature_batch
+    from relgrade.mining.stage import default_snapshot
+    from validation.gate import ValidationFailed, gate_for
+
+    cfg = grading_root["cfg"]
+    attributes_flow("quick", _overrides(grading_root))
+    table = pd.read_parquet(cfg.paths.query_attributes)
+    off = fs.read_offline(cfg, "query_attributes_fv")
+    assert len(off) == len(table) and off["query_id"].is_unique
+    assert (off["event_timestamp"] == default_snapshot(cfg)).all()
+    # two items of the same query get the query's attributes
+    typed = table[table["product_type"].notna()].head(3)
+    ent = pd.DataFrame({"query_id": list(typed["query_id"]) * 2, "item_id": ["x1"] * 3 + ["x2"] * 3})
+    got = fs.historical_features(cfg, ent.assign(event_timestamp=default_snapshot(cfg)),
+                                 ["query_attributes_fv:product_type", "query_attributes_fv:brand"])
+    assert got["product_type"].tolist() == list(typed["product_type"]) * 2
+    before = fs.historical_features(cfg, ent.assign(event_timestamp=default_snapshot(cfg) - pd.Timedelta(seconds=1)),
+                                    ["query_attributes_fv:product_type"])
+    assert before["product_type"].isna().all()  # not known before the snapshot it is stamped at
+    # an invented value: refused before anything is written
+    bad = feature_batch(cfg, table)
+    bad.loc[bad.index[0], "brand"] = "zzinvented"
+    bad["event_timestamp"] = bad["event_timestamp"] + pd.Timedelta(days=1)
+    texts = pd.Series(table["text"].to_numpy(), index=table["query_id"].astype(str))
+    stored = fs.read_offline(cfg, "query_attributes_fv")
+    with pytest.raises(ValidationFailed, match="chk_values_in_query"):
+        fs.publish(cfg, "query_attributes_fv", bad,
+                   gate_for(cfg, "query_attributes_fv", query_texts=texts))
+    pd.testing.assert_frame_equal(fs.read_offline(cfg, "query_attributes_fv"), stored)

@@ -49,7 +49,7 @@ def test_the_repository_applies_and_plans_on_a_fresh_clone(tmp_path):
     for cmd in (["plan"], ["apply"], ["feature-views", "list"], ["feature-services", "list"]):
         r = subprocess.run([FEAST, "-c", str(clone / "feature_repo"), *cmd], capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, (cmd, r.stdout[-1500:], r.stderr[-1500:])
-    assert "training_v1" in r.stdout and "serving_v1" in r.stdout
+    assert "training_v1" in r.stdout and "training_v2" in r.stdout and "serving_v1" in r.stdout
 
 
 def test_online_writes_record_their_materialization_interval(store):
@@ -113,7 +113,8 @@ def test_feast_ui_serves_the_registry(store):
         assert "<html" in get("/").lower()
         assert "relgrade" in get("/projects-list.json")
         views = get("/api/v1/feature_views?project=relgrade")
-        assert all(v in views for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv")), views[:500]
+        assert all(v in views for v in ("retrieval_prior_fv", "relevance_grade_fv", "gated_engagement_fv",
+                                        "query_attributes_fv")), views[:500]
         services = get("/api/v1/feature_services?project=relgrade")
         assert "training_v1" in services and "serving_v1" in services
     finally:
@@ -144,4 +145,12 @@ def test_the_view_names_code_imports_are_the_ones_the_feature_repo_declares():
     d = fs.definitions()
     assert tuple(d.VIEW_SCHEMAS) == views.FEATURE_VIEWS
     assert all(getattr(d, v).name == v for v in views.FEATURE_VIEWS)
-    assert (d.training_v1.name, d.serving_v1.name) == (views.TRAINING_SERVICE, views.SERVING_SERVICE)
+    assert (d.training_v2.name, d.serving_v1.name) == (views.TRAINING_SERVICE, views.SERVING_SERVICE)
+    # each training service version names its views; the newest holds them all
+    assert d.TRAINING_SERVICES[views.TRAINING_SERVICE] == views.FEATURE_VIEWS
+    for name, fvs in d.TRAINING_SERVICES.items():
+        assert [p.name for p in getattr(d, name).feature_view_projections] == list(fvs)
+    # the query view is keyed by the query alone, every other by (query, item)
+    assert [e for e in d.query_attributes_fv.entities] == ["query"]
+    assert fs.view_keys(views.QUERY_ATTRIBUTES_FV) == ("query_id",)
+    assert all(fs.view_keys(v) == ("query_id", "item_id") for v in views.FEATURE_VIEWS if v != views.QUERY_ATTRIBUTES_FV)

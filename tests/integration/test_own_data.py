@@ -26,6 +26,7 @@ FAST = {
                             "max_seq_length": 24}],
                 "chunk_size": 2000, "budget_sample_pairs": 300, "probe": {"random_pairs": 300}},
     "assemble": {"max_list_size": 300},
+    "attributes": {"max_train_queries": 80, "epochs": 1},
     "training": {"curriculum": [
         {"name": "pointwise", "levels": [1, 2], "loss": "cosent", "max_examples": 32, "learning_rate": 5.0e-5},
         {"name": "in_batch", "levels": [1, 2, 3], "loss": "mnrl", "max_examples": 32, "learning_rate": 4.0e-5},
@@ -368,6 +369,9 @@ def test_a_cross_encoder_folder_of_your_own_is_a_stage(tmp_path):
     p = cfg.paths
     r = mine(cfg, read_parquet(p.table("catalog")), read_parquet(p.table("queries")), read_parquet(p.table("events")))
     write_union(cfg, r["union"], r["snapshot_ts"])
+    from flows.attributes import attributes_flow
+
+    attributes_flow("quick", ov)
     out = grade_flow("quick", ov)
     assert "ours" in out["teachers"] and out["teachers"]["ours"]["trained_now"] is False
     assert "coef" in out["calibration"]["calibration"]["ours"]  # mapped to the grades on dev

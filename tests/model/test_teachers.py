@@ -276,6 +276,62 @@ def test_items_and_queries_added_by_text_are_featurized_like_the_catalog(grading
     np.testing.assert_allclose(fz.transform(copies), before, rtol=1e-4, atol=5e-3)  # bf16 encoding of a new batch
 
 
+def test_attribute_agreement_features_reach_stage_one_and_the_cross_encoder_text(grading_root):
+    """grading.attribute_features: stage 1's inputs gain the query-item attribute
+    agreement of the attributes stage's tagger (the same numbers as
+    AttributeAgreement.features), a GBM trains on them, a query added by text is tagged
+    by the saved tagger exactly like the same query in the table; attribute_text ends the
+    cross-encoder's item text with the agreement."""
+    from relgrade.attributes.agreement import AttributeAgreement
+    from relgrade.config import load_config
+    from relgrade.grading import stage as S
+    from relgrade.grading.features import ATTRIBUTE_FEATURES, PairFeaturizer, load_agreement
+
+    ov = {**grading_root["overrides"], "grading": {**grading_root["overrides"]["grading"],
+                                                   "attribute_features": True, "attribute_text": True}}
+    cfg = load_config("quick", overrides=ov)
+    inp = S.load_inputs(cfg)
+    fz = PairFeaturizer(cfg, inp.catalog, inp.queries, inp.union)
+    assert fz.names[-len(ATTRIBUTE_FEATURES):] == ATTRIBUTE_FEATURES
+    u = inp.union[["query_id", "item_id"]].reset_index(drop=True)
+    X = fz.transform(u)[:, -len(ATTRIBUTE_FEATURES):]
+    ag = load_agreement(cfg, inp.catalog)
+    assert isinstance(ag, AttributeAgreement)
+    np.testing.assert_array_equal(X, ag.features(u))
+    named = X[:, ATTRIBUTE_FEATURES.index("type_agree")]
+    assert (~np.isnan(named)).mean() > 0.1 and {-1.0, 1.0} <= set(np.unique(named[~np.isnan(named)]))
+    # texts: the agreement after the title, only where the query names something
+    q, it = fz.texts(u.head(200))
+    agree = ag.texts(u.head(200))
+    assert any(a for a in agree)
+    assert all(t.endswith(f" [SEP] {a}") if a else "[SEP]" not in t for t, a in zip(it, agree))
+    # a query added by text: tagged by the saved tagger, the same numbers as the table's copy
+    text = dict(zip(inp.queries["query_id"].astype(str), inp.queries["text"].astype(str)))
+    qids = list(dict.fromkeys(u["query_id"]))[:10]
+    fz.extend(queries=pd.DataFrame({"query_id": ["new:" + x for x in qids], "text": [text[x] for x in qids]}))
+    sub = u[u["query_id"].isin(qids)].reset_index(drop=True)
+    copies = sub.assign(query_id="new:" + sub["query_id"])
+    np.testing.assert_array_equal(fz.transform(copies)[:, -len(ATTRIBUTE_FEATURES):],
+                                  fz.transform(sub)[:, -len(ATTRIBUTE_FEATURES):])
+    # stage 1 trains on them
+    train = S.teacher_pairs(cfg, fz, inp, "train")
+    t, _ = S.train_teacher(cfg, fz, train, 0)
+    assert t.logits_from_features(fz.transform(u.head(20))).shape == (20, 4)
+
+
+def test_attribute_features_without_the_attributes_stage_fail_clearly(tmp_path, grading_root):
+    import shutil
+
+    from relgrade.config import load_config
+    from relgrade.grading.features import load_agreement
+
+    ov = {**grading_root["overrides"], "data_root": str(tmp_path / "bare")}
+    shutil.copytree(grading_root["cfg"].paths.contract, tmp_path / "bare" / "contract")
+    cfg = load_config("quick", overrides=ov)
+    with pytest.raises(FileNotFoundError, match="run `relgrade attributes` first"):
+        load_agreement(cfg, pd.DataFrame({"item_id": ["a"], "title": ["x"]}))
+
+
 def test_teachers_train_on_train_split_only_and_are_cached(grading_fitted, grading_root):
     from relgrade.grading import stage as S
 
