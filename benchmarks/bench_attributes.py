@@ -11,7 +11,7 @@
    boosted classifier with the stage-1 GBM's settings fitted on train-split judgments and
    scored on test-split judgments (QWK of the argmax grade, RMSE of the expected grade).
    This is not the published cascade (no negatives, no calibration): the cascade's
-   numbers come from a full ``relgrade grade`` run.
+   numbers, with and without the features, come from ``benchmarks/bench_attribute_grading.py``.
 """
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ def stage1_ablation(cfg, ag) -> dict:
     p = cfg.paths
     catalog, queries, judg = (read_parquet(p.table(t)) for t in ("catalog", "queries", "judgments"))
     t0 = time.perf_counter()
-    fz = PairFeaturizer(cfg, catalog, queries)
+    # the content features alone; the agreement columns are added below from ``ag``
+    base_cfg = cfg.model_copy(update={"grading": cfg.grading.model_copy(update={"attribute_features": False})})
+    fz = PairFeaturizer(base_cfg, catalog, queries)
     fit_s = time.perf_counter() - t0
     split = judg["query_id"].map(queries.set_index("query_id")["split"])
     sets = {s: judg[split == s].reset_index(drop=True) for s in ("train", "test")}

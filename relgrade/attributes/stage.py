@@ -68,7 +68,7 @@ def weak_training_set(cfg: RelgradeConfig, queries: pd.DataFrame, lex: Lexicon) 
 
 def tagger_args(cfg: RelgradeConfig) -> TaggerArgs:
     a = cfg.attributes
-    return TaggerArgs(epochs=a.epochs, batch_size=a.batch_size, learning_rate=a.learning_rate,
+    return TaggerArgs(epochs=a.epochs, lexicon_fill=a.lexicon_fill, batch_size=a.batch_size, learning_rate=a.learning_rate,
                       head_learning_rate=a.head_learning_rate, max_seq_length=a.max_seq_length, seed=a.seed,
                       threads=a.threads)
 
@@ -125,9 +125,9 @@ def load_gold(path: Path) -> pd.DataFrame:
 
 
 def evaluate_gold(cfg: RelgradeConfig, tagger: QueryTagger, lex: Lexicon, gold: pd.DataFrame | None) -> dict | None:
-    """Span P/R/F1 per type on each gold split: the tagger, the dictionary baseline, the
-    weak labels themselves (the tagger's training signal), and the tagger without the
-    decorative-relation correction."""
+    """Span P/R/F1 per type on each gold split: the tagger as published, the CRF alone
+    (no lexicon fill), the dictionary baseline, the weak labels themselves (the tagger's
+    training signal), and the tagger without the decorative-relation correction."""
     if gold is None:
         return None
     out = {"gold_path": str(cfg.attributes.gold_path), "queries": int(len(gold)), "splits": {}}
@@ -142,6 +142,7 @@ def evaluate_gold(cfg: RelgradeConfig, tagger: QueryTagger, lex: Lexicon, gold: 
         out["splits"][split] = {
             "queries": int(len(g)),
             "tagger": span_scores(tags, pred),
+            "tagger_crf_only": span_scores(tags, tagger.predict_tags(toks, fill=False)),
             "tagger_uncorrected": span_scores(tags, tagger.predict_tags(toks, correct=False)),
             "dictionary_baseline": span_scores(tags, [dictionary_tags(t, lex) for t in toks]),
             "weak_labels": span_scores(tags, [weak_tags(t, lex) for t in toks]),
@@ -174,7 +175,7 @@ def render_html(rep: dict) -> str:
     if not ev:
         parts.append("<p>No gold set configured (attributes.gold_path): no evaluation.</p>")
         return "\n".join(parts)
-    systems = ["tagger", "tagger_uncorrected", "weak_labels", "dictionary_baseline"]
+    systems = ["tagger", "tagger_crf_only", "tagger_uncorrected", "weak_labels", "dictionary_baseline"]
     for split, s in ev["splits"].items():
         parts.append(f"<h2>{e(split)}: {s['queries']} hand-annotated queries (span F1, exact match)</h2>")
         parts.append("<table><tr><th>type</th><th>gold spans</th>" + "".join(f"<th>{e(x)} P / R / F1</th>"

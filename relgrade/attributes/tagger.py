@@ -42,7 +42,8 @@ log = logging.getLogger("relgrade.attributes")
 class TaggerArgs:
     """Training settings (``attributes`` config section)."""
 
-    epochs: int = 3
+    epochs: int = 1
+    lexicon_fill: bool = True  # predict_tags: add lexicon spans over words the CRF left untagged
     batch_size: int = 32
     learning_rate: float = 5e-5
     head_learning_rate: float = 5e-3
@@ -161,8 +162,18 @@ class QueryTagger:
         return self
 
     # ------------------------------------------------------------------ predict
-    def predict_tags(self, tokens: list[list[str]], batch_size: int = 128, correct: bool = True) -> list[list[str]]:
-        """BIO tags per query (Viterbi), with the decorative-relation correction."""
+    def predict_tags(self, tokens: list[list[str]], batch_size: int = 128, correct: bool = True,
+                     fill: bool | None = None) -> list[list[str]]:
+        """BIO tags per query: Viterbi, the decorative-relation correction, then (``fill``,
+        default ``args.lexicon_fill``) every weak-label span of the lexicon that lies over
+        words the CRF left outside all spans, and the correction once more (one head).
+
+        The fill is a gazetteer completion: the CRF learns the lexicon's signal but, trained
+        on one epoch of weak labels, misses entries it saw rarely (brands above all); on the
+        dev gold queries the two together beat either alone (docs/attributes.md)."""
+        from relgrade.attributes.lexicon import weak_spans
+
+        fill = self.args.lexicon_fill if fill is None else fill
         import torch
 
         out: list[list[str]] = []
@@ -177,6 +188,14 @@ class QueryTagger:
                     if correct:
                         tags = tags_from_spans(len(orig), decorative_correction(orig, spans_from_tags(tags),
                                                                                 self.lexicon))
+                    if fill and self.lexicon is not None and orig:
+                        spans = spans_from_tags(tags)
+                        used = {i for s, e, _ in spans for i in range(s, e)}
+                        spans += [w for w in weak_spans(orig, self.lexicon) if not used & set(range(w[0], w[1]))]
+                        spans.sort()
+                        if correct:
+                            spans = decorative_correction(orig, spans, self.lexicon)
+                        tags = tags_from_spans(len(orig), spans)
                     out.append(tags)
         return out
 
