@@ -1,7 +1,9 @@
 """The attribute agreement features in the teacher cascade, measured: the grade stage's
-own functions run twice on one data root, ``grading.attribute_features`` off and on,
-everything else equal (the cross-encoders read the same texts, so both variants share
-their trained checkpoints; stage 1 and the calibration are fitted per variant).
+own functions run three times on one data root, everything else equal:
+``grading.attribute_features`` off, on (the default; the cross-encoders read the same
+texts, so these two share their trained checkpoints, and stage 1 and the calibration are
+fitted per variant), and on with ``grading.attribute_text`` (the cross-encoders retrain
+on titles followed by the agreement text).
 
 Run after the pipeline reached ``grade`` (``relgrade pipeline --until grade``)::
 
@@ -13,8 +15,10 @@ For each variant it reports, into ``benchmarks/results/attribute_grading.json``:
    of the cascade as published (``relgrade.grading.stage.evaluate``);
 2. the union as the cascade grades it (``grade_pairs``, the union's code path) on a
    deterministic sample: the grade mix per best-rank band, the random-pair probe, and
-   agreement with the human grade on every union pair of a held-out query that has one
-   (the population the grades are published for, not the judged set).
+   agreement with the human grade on every union pair of a held-out query that has one,
+   and with the blind ratings of unjudged union pairs of dev queries
+   (``dataset.blind_ratings_path``): the population the grades are published for, not the
+   judged set.
 """
 from __future__ import annotations
 
@@ -39,12 +43,13 @@ def _r(x, n=4):
     return None if x is None else round(float(x), n)
 
 
-def variant(cfg, inp, sample: pd.DataFrame, on: bool) -> dict:
+def variant(cfg, inp, sample: pd.DataFrame, on: bool, text: bool = False) -> dict:
     from relgrade.grading import stage as S
     from relgrade.grading.features import PairFeaturizer
-    from relgrade.grading.probes import band_labels, best_rank, grade_mix, human_grade_of, judged_agreement, rank_band
+    from relgrade.grading.probes import (band_labels, best_rank, blind_agreement, grade_mix, human_grade_of,
+                                         judged_agreement, rank_band)
 
-    g = cfg.grading.model_copy(update={"attribute_features": on})
+    g = cfg.grading.model_copy(update={"attribute_features": on, "attribute_text": text})
     cfg = cfg.model_copy(update={"grading": g})
     t0 = time.perf_counter()
     fz = PairFeaturizer(cfg, inp.catalog, inp.queries, inp.union)
@@ -68,7 +73,7 @@ def variant(cfg, inp, sample: pd.DataFrame, on: bool) -> dict:
     pg = probe["grade"].to_numpy(dtype=int) if probe is not None else np.zeros(0, int)
     stage_share = gu["deciding_stage"].value_counts(normalize=True).sort_index()
     return {
-        "attribute_features": on, "stage1_features": len(fz.names), "fit_s": round(fit_s, 1),
+        "attribute_features": on, "attribute_text": text, "stage1_features": len(fz.names), "fit_s": round(fit_s, 1),
         "thresholds": cal.thresholds,
         "test_judged": {k: {"qwk": _r(m[k]["qwk"]), "rmse_grade": _r(m[k]["rmse_grade"]),
                             "binary": _r(m[k].get("binary_agreement", m[k].get("binary")))}
@@ -82,6 +87,8 @@ def variant(cfg, inp, sample: pd.DataFrame, on: bool) -> dict:
                                   for r in grade_mix(gu, band, band_labels(edges))],
             "held_out_labelled": {k: (_r(v) if isinstance(v, float) else v)
                                   for k, v in judged_agreement(graded, human, g.positive_grade).items()},
+            "blind_rated_unjudged": {k: (_r(v) if isinstance(v, float) else v)
+                                     for k, v in ((blind_agreement(cfg, graded) or {}).get("unjudged") or {}).items()},
         },
         "probe_grade_0_share": _r((pg == 0).mean()) if len(pg) else None,
     }
@@ -92,6 +99,7 @@ def main() -> None:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--sample-pairs", type=int, default=40_000, help="unlabelled union pairs graded per variant")
+    ap.add_argument("--skip-text", action="store_true", help="skip the attribute-text variant (retrains the cross-encoders)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attribute_grading.json"))
     args = ap.parse_args()
     import logging
@@ -108,12 +116,23 @@ def main() -> None:
     held_out = set(inp.queries.loc[inp.queries["split"] != "train", "query_id"].astype(str))
     labelled = ~np.isnan(human_grade_of(u, inp.judgments[inp.judgments["query_id"].astype(str).isin(held_out)]))
     rest = u[~labelled].sample(n=min(args.sample_pairs, int((~labelled).sum())), random_state=cfg.grading.seed)
-    sample = pd.concat([u[labelled].assign(_uniform=False), rest.assign(_uniform=True)]).reset_index(drop=True)
+    blind = pd.DataFrame(columns=["query_id", "item_id"])
+    if cfg.dataset.blind_ratings_path and cfg.resolve(cfg.dataset.blind_ratings_path).exists():
+        blind = pd.read_csv(cfg.resolve(cfg.dataset.blind_ratings_path), dtype={"query_id": str, "item_id": str})
+    key = pd.MultiIndex.from_frame(u[["query_id", "item_id"]].astype(str))
+    in_blind = key.isin(pd.MultiIndex.from_frame(blind[["query_id", "item_id"]])) & ~labelled
+    in_blind &= ~u.index.isin(rest.index)
+    sample = pd.concat([u[labelled].assign(_uniform=False), u[in_blind].assign(_uniform=False),
+                        rest.assign(_uniform=True)]).reset_index(drop=True)
     doc = {"profile": cfg.profile, "machine": f"{os.cpu_count()} CPUs", "union_pairs": int(len(u)),
-           "sample": {"held_out_labelled": int(labelled.sum()), "uniform": int(len(rest))},
+           "sample": {"held_out_labelled": int(labelled.sum()), "blind_rated_extra": int(in_blind.sum()),
+                      "uniform": int(len(rest))},
            "variants": {}}
-    for on in (False, True):
-        doc["variants"]["with_attributes" if on else "without_attributes"] = variant(cfg, inp, sample, on)
+    for name, on, text in (("without_attributes", False, False), ("with_attributes", True, False),
+                           ("with_attributes_and_text", True, True)):
+        if name == "with_attributes_and_text" and args.skip_text:
+            continue
+        doc["variants"][name] = variant(cfg, inp, sample, on, text)
         write_json_atomic(Path(args.out), doc)
     doc["peak_rss_mb"] = round(peak_rss_mb(), 1)
     write_json_atomic(Path(args.out), doc)

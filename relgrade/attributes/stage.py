@@ -87,14 +87,20 @@ def tag_queries(tagger: QueryTagger, queries: pd.DataFrame) -> pd.DataFrame:
     """One row per query: BIO tags, the first value of each attribute type, every span
     (JSON, with the head type each attribute modifies)."""
     toks = [tokens_of(t) for t in queries["text"]]
-    tags = tagger.predict_tags(toks)
+    return attribute_rows(queries, toks, tagger.predict_tags(toks), tagger.version)
+
+
+def attribute_rows(queries: pd.DataFrame, toks: list[list[str]], tags: list[list[str]], version: str) -> pd.DataFrame:
+    """The query attribute table (QUERY_ATTRIBUTE_COLUMNS) of ``queries`` (query_id, text,
+    split) from their tokens and BIO tags; the product type is the last type span (the
+    head), every other column the first span of its type."""
     rows = []
     for qid, text, split, tk, tg in zip(queries["query_id"], queries["text"], queries["split"], toks, tags):
         spans = spans_from_tags(tg)
         st = structured(tk, spans)
         row = {"query_id": qid, "text": text, "split": split, "tags": " ".join(tg),
                "n_attributes": len(st["attributes"]), "attributes_json": json.dumps(st),
-               "tagger_version": tagger.version}
+               "tagger_version": version}
         for k, col in COLUMNS.items():
             vals = [" ".join(tk[s:e]) for s, e, t in spans if t == k]
             row[col] = (vals[-1] if k == "TYPE" else vals[0]) if vals else None

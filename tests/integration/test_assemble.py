@@ -68,25 +68,16 @@ def grade_batch(union: pd.DataFrame, judgments: pd.DataFrame, ts, version="test-
 
 
 def attributes_batch(queries: pd.DataFrame, catalog: pd.DataFrame, ts, version="test-weak-v0") -> pd.DataFrame:
-    """Stand-in query_attributes_fv batch: the catalog lexicon's weak spans of every
-    query (the attributes stage publishes its tagger's spans through the same gate)."""
-    from relgrade.attributes.lexicon import build_lexicon, weak_spans
-    from relgrade.attributes.schema import COLUMNS, tokens_of
-    from relgrade.attributes.tagger import structured
+    """Stand-in query_attributes_fv batch: the catalog lexicon's weak tags of every query
+    (the attributes stage publishes its tagger's tags through the same gate)."""
+    from relgrade.attributes.lexicon import build_lexicon, weak_tags
+    from relgrade.attributes.schema import tokens_of
+    from relgrade.attributes.stage import attribute_rows
 
     lex = build_lexicon(catalog["title"].astype(str).tolist(), min_count=2)
-    rows = []
-    for qid, text in zip(queries["query_id"], queries["text"]):
-        tk = tokens_of(text)
-        spans = weak_spans(tk, lex)
-        st = structured(tk, spans)
-        row = {"query_id": str(qid), "event_timestamp": pd.Timestamp(ts), "n_attributes": len(st["attributes"]),
-               "attributes_json": json.dumps(st), "tagger_version": version}
-        for k, col in COLUMNS.items():
-            vals = [" ".join(tk[a:b]) for a, b, t in spans if t == k]
-            row[col] = (vals[-1] if k == "TYPE" else vals[0]) if vals else None
-        rows.append(row)
-    return pd.DataFrame(rows)
+    toks = [tokens_of(t) for t in queries["text"]]
+    out = attribute_rows(queries.assign(split=None), toks, [weak_tags(t, lex) for t in toks], version)
+    return out.assign(query_id=out["query_id"].astype(str), event_timestamp=pd.Timestamp(ts))
 
 
 def _publish_attributes(cfg, batch, queries):
