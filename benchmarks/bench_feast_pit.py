@@ -1,13 +1,16 @@
-"""Point-in-time retrieval through Feast against a raw DuckDB ASOF join (lower bound).
+"""Point-in-time retrieval through Feast against a raw DuckDB ASOF join (lower bound),
+and Feast's Spark offline store against its DuckDB store (``--spark``).
 
-Three (query, item) feature views with about ``--feature-rows`` rows each (several
-timestamps per pair), entity frames of 100k and 1M rows whose times fall before, between
-and after the feature rows. Both paths return one row per entity row with the latest
-feature values stamped at or before the entity time (and within the TTL); the benchmark
-checks they agree, then reports rows/s and peak RSS of each path (median of --repeats
-runs, each in a fresh subprocess so peak RSS is per path), and the ratio Feast / DuckDB.
+Every feature view (the (query, item) views and the query-keyed attributes view) with
+about ``--feature-rows`` rows each (several timestamps per key), entity frames whose
+times fall before, between and after the feature rows. Every path returns one row per
+entity row with the latest feature values stamped at or before the entity time (and
+within the TTL); the benchmark checks they agree, then reports rows/s and peak RSS of
+each path (median of --repeats runs, each in a fresh subprocess so peak RSS is per path;
+for Spark that is the Python driver's, the JVM's is reported beside it), and the ratios.
 
     .venv/bin/python benchmarks/bench_feast_pit.py            # writes benchmarks/results/feast_pit.json
+    .venv/bin/python benchmarks/bench_feast_pit.py --spark --sizes 100000 --out benchmarks/results/feast_pit_spark.json
 """
 from __future__ import annotations
 
@@ -29,7 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_data(root: Path, feature_rows: int, seed: int = 0) -> None:
+def spark_cfg(root: Path):
+    from relgrade.config import load_config
+
+    return load_config("quick", overrides={"data_root": str(root), "feast": {"offline_store": "spark"}})
+
+
+def make_data(root: Path, feature_rows: int, sizes: list[int], spark: bool = False, seed: int = 0) -> None:
     """Feature Parquet for the three views under <root>/features and entity frames."""
     from relgrade.config import load_config
     from relgrade import featurestore as fs
@@ -44,11 +53,13 @@ def make_data(root: Path, feature_rows: int, seed: int = 0) -> None:
     t0 = pd.Timestamp("2026-07-01", tz="UTC")
     for view in fs.view_names():
         schema = fs.view_arrow_schema(view)
+        keys = list(fs.view_keys(view))
         reps = 4
-        df = pairs.loc[pairs.index.repeat(reps)].reset_index(drop=True)
+        base = pairs[keys].drop_duplicates().reset_index(drop=True)
+        df = base.loc[base.index.repeat(reps)].reset_index(drop=True)
         days = rng.integers(0, 56, len(df))
         df["event_timestamp"] = (t0 + pd.to_timedelta(days, unit="D")).astype("datetime64[us, UTC]")
-        df = df.drop_duplicates(["query_id", "item_id", "event_timestamp"]).reset_index(drop=True)
+        df = df.drop_duplicates([*keys, "event_timestamp"]).reset_index(drop=True)
         for f in schema:
             if f.name in df.columns:
                 continue
@@ -60,7 +71,12 @@ def make_data(root: Path, feature_rows: int, seed: int = 0) -> None:
                 df[f.name] = rng.choice(["a", "b", "c"], len(df))
         write_parquet_atomic(df[[f.name for f in schema]], cfg.paths.feature_source(view))
     fs.apply_definitions(cfg)
-    for n in (100_000, 1_000_000):
+    if spark:  # a second data root over the same Parquet files, registered with Spark sources
+        sroot = root / "spark"
+        sroot.mkdir(exist_ok=True)
+        (sroot / "features").symlink_to(cfg.paths.features, target_is_directory=True)
+        fs.apply_definitions(spark_cfg(sroot))
+    for n in sizes:
         idx = rng.integers(0, len(pairs), n)
         ent = pairs.iloc[idx].reset_index(drop=True)
         ent["event_timestamp"] = (t0 + pd.to_timedelta(rng.integers(-5 * 86400, 70 * 86400, n), unit="s")).astype("datetime64[us, UTC]")
@@ -84,9 +100,10 @@ def duckdb_asof(root: Path, ent: pd.DataFrame, ttl_days: int) -> pd.DataFrame:
         feats = [n for n in fs.view_columns(view) if n not in ("query_id", "item_id", "event_timestamp")]
         path = cfg.paths.feature_source(view)
         alias = f"v{k}"
+        on = " AND ".join(f"ent.{key} = {alias}.{key}" for key in fs.view_keys(view))
         joins.append(
-            f"ASOF LEFT JOIN read_parquet('{path}') {alias} ON ent.query_id = {alias}.query_id "
-            f"AND ent.item_id = {alias}.item_id AND ent.event_timestamp >= {alias}.event_timestamp"
+            f"ASOF LEFT JOIN read_parquet('{path}') {alias} ON {on} "
+            f"AND ent.event_timestamp >= {alias}.event_timestamp"
         )
         for f in feats:
             sel.append(
@@ -106,14 +123,22 @@ def run_one(root: Path, path: str, n: int) -> dict:
 
     cfg = load_config("quick", overrides={"data_root": str(root)})
     ent = pd.read_parquet(root / f"entities_{n}.parquet")
+    jvm_mb = None
     t = time.perf_counter()
     if path == "feast":
         out = fs.historical_features(cfg, ent)
+    elif path == "feast_spark":
+        out = fs.historical_features(spark_cfg(root / "spark"), ent)
+        from pyspark.sql import SparkSession
+
+        jvm = SparkSession.getActiveSession().sparkContext._jvm.java.lang.Runtime.getRuntime()
+        jvm_mb = round((jvm.totalMemory() - jvm.freeMemory()) / 2**20, 1)
     else:
         out = duckdb_asof(root, ent, cfg.feast.ttl_days)
     dt = time.perf_counter() - t
-    probe = out[["retrieval_prior", "grade", "clicks_28d"]].astype("float64").to_numpy()
+    probe = out[["retrieval_prior", "grade", "clicks_28d", "n_attributes"]].astype("float64").to_numpy()
     return {
+        "jvm_used_mb": jvm_mb,
         "seconds": dt,
         "rows_out": len(out),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -127,6 +152,7 @@ def main() -> None:
     ap.add_argument("--feature-rows", type=int, default=1_000_000, help="about this many rows per feature view")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--spark", action="store_true", help="also Feast's Spark offline store (local[2])")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "feast_pit.json"))
     ap.add_argument("--_one", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -137,19 +163,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-feast-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        make_data(root, a.feature_rows)
+        sizes = [int(x) for x in a.sizes.split(",")]
+        make_data(root, a.feature_rows, sizes, a.spark)
         print(f"data ready in {time.perf_counter() - t:.1f}s", flush=True)
         results = {}
-        for n in [int(x) for x in a.sizes.split(",")]:
-            runs = {"feast": [], "duckdb_asof": []}
+        paths = ("duckdb_asof", "feast", *(("feast_spark",) if a.spark else ()))
+        for n in sizes:
+            runs = {p: [] for p in paths}
             for r in range(a.repeats):
-                for path in ("duckdb_asof", "feast"):  # alternate, so drift hits both
-                    out = subprocess.run([sys.executable, __file__, "--_one", str(root), "feast" if path == "feast" else "duckdb", str(n)],
+                for path in paths:  # alternate, so drift hits every path
+                    out = subprocess.run([sys.executable, __file__, "--_one", str(root), "duckdb" if path == "duckdb_asof" else path, str(n)],
                                          capture_output=True, text=True, check=True)
                     runs[path].append(json.loads(out.stdout.strip().splitlines()[-1]))
                     print(f"n={n} run {r + 1} {path}: {runs[path][-1]['seconds']:.2f}s", flush=True)
             agree = all(np.allclose(x["checksum"], y["checksum"]) and x["nulls"] == y["nulls"]
-                        for x, y in zip(runs["feast"], runs["duckdb_asof"]))
+                        for p in paths[1:] for x, y in zip(runs[p], runs["duckdb_asof"]))
             summary = {}
             for path, rs in runs.items():
                 med = statistics.median(x["seconds"] for x in rs)
@@ -159,15 +187,20 @@ def main() -> None:
                     "median_peak_rss_mb": round(statistics.median(x["peak_rss_mb"] for x in rs), 1),
                     "seconds": [round(x["seconds"], 3) for x in rs],
                     "rows_out": rs[0]["rows_out"],
+                    **({"median_jvm_used_mb": round(statistics.median(x["jvm_used_mb"] for x in rs), 1)}
+                       if rs[0].get("jvm_used_mb") is not None else {}),
                 }
             summary["feast_over_duckdb_time"] = round(summary["feast"]["median_seconds"] / summary["duckdb_asof"]["median_seconds"], 2)
+            if a.spark:
+                summary["spark_over_duckdb_store_time"] = round(
+                    summary["feast_spark"]["median_seconds"] / summary["feast"]["median_seconds"], 2)
             summary["results_agree"] = bool(agree)
             results[str(n)] = summary
             print(json.dumps({n: summary}), flush=True)
     doc = {
         "benchmark": "feast point-in-time retrieval vs raw DuckDB ASOF join",
         "feature_rows_per_view": a.feature_rows,
-        "views": 3,
+        "views": len(__import__("relgrade.featurestore", fromlist=["x"]).view_names()),
         "repeats": a.repeats,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": pd.Timestamp.now(tz="UTC").isoformat(),

@@ -132,6 +132,14 @@ class FeastConfig(_Strict):
         default_factory=lambda: list(FEATURE_VIEWS)
     )
     online_write_chunk_rows: int = Field(100_000, ge=1)  # bounds memory of online writes
+    # the offline store the point-in-time joins run in: duckdb (one process, the default)
+    # or spark (Feast's Spark offline store; `pip install -e ".[spark]"` and Java 17).
+    # With spark every view's source is a SparkSource over the same Parquet file.
+    offline_store: Literal["duckdb", "spark"] = "duckdb"
+    # the Spark session Feast starts (spark.master: local[N] here, a cluster's URL at scale)
+    spark_conf: dict[str, str] = Field(default_factory=lambda: {
+        "spark.master": "local[2]", "spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g"})
 
 
 class ValidationConfig(_Strict):

@@ -66,7 +66,8 @@ def write_store_yaml(cfg: RelgradeConfig) -> Path:
         "project": cfg.feast.project,
         "provider": "local",
         "registry": str(p.feast / "registry.db"),
-        "offline_store": {"type": "duckdb"},
+        "offline_store": ({"type": "spark", "spark_conf": dict(cfg.feast.spark_conf)}
+                          if cfg.feast.offline_store == "spark" else {"type": "duckdb"}),
         "online_store": {"type": "sqlite", "path": str(p.feast / "online_store.db")},
         "entity_key_serialization_version": 3,
         "auth": {"type": "no_auth"},
@@ -84,12 +85,26 @@ def get_store(cfg: RelgradeConfig):
     return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=write_store_yaml(cfg))
 
 
+def source_for(cfg: RelgradeConfig, view: str, name: str):
+    """The offline source of ``view`` for this data root: a FileSource over its Parquet
+    file for the DuckDB store, a SparkSource over the same file for the Spark store."""
+    d = definitions()
+    path = str(cfg.paths.feature_source(view))
+    if cfg.feast.offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(name=name, path=path, file_format="parquet", timestamp_field=d.TIMESTAMP_FIELD)
+    from feast import FileSource
+
+    return FileSource(name=name, timestamp_field=d.TIMESTAMP_FIELD, path=path)
+
+
 def objects_for(cfg: RelgradeConfig) -> dict[str, object]:
     """The repository's Feast objects for this data root: every view's source under the
-    root's ``features/``, its ``online`` flag from ``feast.online_views``, its TTL from
+    root's ``features/`` (:func:`source_for`), its ``online`` flag from ``feast.online_views``, its TTL from
     ``feast.view_ttl_days`` (else ``feast.ttl_days``); every training service version over
     its views, the serving service over the online ones."""
-    from feast import FeatureService, FeatureView, FileSource
+    from feast import FeatureService, FeatureView
 
     d = definitions()
     out: dict[str, object] = {"query": d.query, "item": d.item}
@@ -97,8 +112,7 @@ def objects_for(cfg: RelgradeConfig) -> dict[str, object]:
     views = {}
     for name in d.VIEW_SCHEMAS:
         fv = getattr(d, name)
-        src = FileSource(name=fv.batch_source.name, timestamp_field=d.TIMESTAMP_FIELD,
-                         path=str(cfg.paths.feature_source(name)))
+        src = source_for(cfg, name, fv.batch_source.name)
         days = cfg.feast.view_ttl_days.get(name, cfg.feast.ttl_days)
         keys = view_keys(name)
         views[name] = FeatureView(name=name, entities=[entity[k] for k in keys], ttl=timedelta(days=days),
@@ -312,6 +326,8 @@ def historical_features(
     if not need <= set(entity_df.columns):
         raise ValueError(f"entity_df needs columns {sorted(need)}; got {list(entity_df.columns)}")
     ent = normalize_timestamps(entity_df.reset_index(drop=True)).copy()
+    for k in ("query_id", "item_id"):  # plain Python strings (Spark cannot type numpy's)
+        ent[k] = pd.Series([str(x) for x in ent[k]], dtype=object, index=ent.index)
     ent["_row"] = range(len(ent))
     feats = features or definitions().TRAINING_SERVICE
     if isinstance(feats, str):

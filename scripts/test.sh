@@ -2,10 +2,14 @@
 # Set up and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+RELGRADE_EXTRAS=test,spark bash scripts/setup.sh
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+# the Spark offline store tests run a local Spark: Java 17 (tests/integration/test_spark_store.py)
+if ! command -v java >/dev/null; then
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+fi
 # the report tests render pages in headless Chromium (tests/browser.py)
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
-  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -159,10 +159,16 @@ def label_pairs(cfg: RelgradeConfig, pairs: pd.DataFrame) -> pd.DataFrame:
 
     if len(pairs) == 0:
         raise ContractError("no pairs to grade")
+    cascade, prior, doc = load_cascade(cfg)
+    # featurize as the saved cascade was fitted (stage-1 inputs, cross-encoder text),
+    # whatever the current profile says
+    saved = doc.get("inputs") or {}
+    if saved and any(getattr(cfg.grading, k) != v for k, v in saved.items()):
+        log.info("relgrade label: featurizing with the saved cascade's inputs %s", saved)
+        cfg = cfg.model_copy(update={"grading": cfg.grading.model_copy(update=saved)})
     if cfg.grading.retrieval_features:
         raise ContractError("relgrade label grades pairs by content: it needs grading.retrieval_features: false "
                             "(channel ranks exist only for mined pairs)")
-    cascade, prior, doc = load_cascade(cfg)
     catalog = read_parquet(cfg.paths.table("catalog"))
     queries = read_parquet(cfg.paths.table("queries"))
     resolved, new_q, new_i = resolve_pairs(pairs, queries, catalog)

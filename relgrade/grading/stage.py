@@ -45,6 +45,8 @@ log = logging.getLogger("relgrade.grading")
 GRADE_COLUMNS = ["query_id", "item_id", "event_timestamp", "grade", "expected_grade", "confidence",
                  *[f"p_grade_{g}" for g in range(N_GRADES)], "deciding_stage", "teacher_version", "graded_at",
                  "category", "difficulty_level"]
+# the grading settings that decide what the teachers read (saved with the cascade)
+CASCADE_INPUTS = ("retrieval_features", "attribute_features", "attribute_text")
 CODE_VERSION = "grading-v3"  # v3: negatives, content-only stage 1, N stacked stages; bump when teacher outputs change
 
 
@@ -563,7 +565,9 @@ def save_cascade(cfg: RelgradeConfig, cal: Calibration, prior: dict | None) -> P
     d.mkdir(parents=True, exist_ok=True)
     doc = {"key": cal.key, "teachers": [{"name": t.name, "kind": t.kind, "version": t.version,
                                          "dir": str(_stage_dir(cfg, t.name, t.version))} for t in cal.teachers],
-           "thresholds": cal.thresholds, "prior": prior, "feature_names": None,
+           "thresholds": cal.thresholds, "prior": prior,
+           # what stage 1 and the cross-encoders read: `relgrade label` featurizes the same
+           "inputs": {k: getattr(cfg.grading, k) for k in CASCADE_INPUTS},
            "grade_rule": {"name": cal.rule.name, "grades": list(cal.rule.grades)}}
     tmp = d / ".calibration.pkl.tmp"
     tmp.write_bytes(pickle.dumps({"teachers": [(t.temperature, getattr(t, "calibrator", None)) for t in cal.teachers],
