@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.runtime import cached, get_config, read_stage_manifest, io_task, stage_key, stage_lock
 from relgrade.config import RelgradeConfig
-from relgrade.views import GATED_ENGAGEMENT_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
+from relgrade.views import GATED_ENGAGEMENT_FV, QUERY_ATTRIBUTES_FV, RELEVANCE_GRADE_FV, RETRIEVAL_PRIOR_FV
 
 VIEW = GATED_ENGAGEMENT_FV
 
@@ -22,7 +22,7 @@ def _inputs(cfg: RelgradeConfig) -> list:
     p = cfg.paths
     return [p.table("queries"), p.table("catalog"), p.table("judgments"), p.table("events"),
             cfg.paths.union(default_snapshot(cfg)), p.feature_source(RETRIEVAL_PRIOR_FV),
-            p.feature_source(RELEVANCE_GRADE_FV)]
+            p.feature_source(RELEVANCE_GRADE_FV), p.feature_source(QUERY_ATTRIBUTES_FV)]
 
 
 def _key(context, parameters) -> str | None:

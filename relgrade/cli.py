@@ -262,8 +262,8 @@ def pipeline(
     config: Optional[Path] = ConfigOpt,
     until: str = typer.Option("evaluate", "--until", help="Stop after this stage (ingest, simulate, materialize, mine, attributes, grade, assemble, train, evaluate)."),
 ):
-    """Run every stage in order: ingest, simulate, materialize, mine, grade, assemble,
-    train, evaluate. Finished stages are cached and skipped on rerun."""
+    """Run every stage in order: ingest, simulate, materialize, mine, attributes, grade,
+    assemble, train, evaluate. Finished stages are cached and skipped on rerun."""
     from flows.stages import STAGES
 
     if until not in STAGES:

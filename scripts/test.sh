@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RELGRADE_EXTRAS=test,spark bash scripts/setup.sh
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-# the Spark offline store tests run a local Spark: Java 17 (tests/integration/test_spark_store.py)
-if ! command -v java >/dev/null; then
+# the Spark offline store tests run a local Spark: Java 17 or later (tests/integration/test_spark_store.py)
+jv=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)
+if [ -z "$jv" ] || [ "$jv" -lt 17 ]; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
 # the report tests render pages in headless Chromium (tests/browser.py)

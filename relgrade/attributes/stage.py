@@ -73,12 +73,33 @@ def tagger_args(cfg: RelgradeConfig) -> TaggerArgs:
                       threads=a.threads)
 
 
+def staged_tagger_dir(cfg: RelgradeConfig) -> Path:
+    return cfg.paths.attributes / ".tagger.staged"
+
+
+def swap_in_tagger(cfg: RelgradeConfig) -> Path:
+    """The staged tagger folder replaces ``Paths.tagger`` (rename, the old one removed)."""
+    import shutil
+
+    new, dst = staged_tagger_dir(cfg), cfg.paths.tagger
+    old = dst.with_name(".tagger.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    new.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+    return dst
+
+
 def train_tagger(cfg: RelgradeConfig, weak: pd.DataFrame, lex: Lexicon) -> QueryTagger:
     args = tagger_args(cfg)
     steps = args.epochs * ((len(weak) + args.batch_size - 1) // args.batch_size)
     progress = Progress("tagger training", steps, cfg.attributes.progress_every_s, log, unit="steps")
     tagger = QueryTagger.train(list(weak["tokens"]), list(weak["tags"]), lex, args, progress=progress)
-    tagger.save(cfg.paths.tagger)
+    import shutil
+
+    shutil.rmtree(staged_tagger_dir(cfg), ignore_errors=True)
+    tagger.save(staged_tagger_dir(cfg))  # moved into place once the batch is published (run)
     log.info("tagger %s: %d queries, %d steps in %.1fs", tagger.version, len(weak), steps, tagger.train_seconds)
     return tagger
 
@@ -231,7 +252,14 @@ def run(cfg: RelgradeConfig, land: Callable[[pd.DataFrame, pd.DataFrame], dict] 
     table = tag_queries(tagger, queries)
     tag_s = time.perf_counter() - t0
     cfg.paths.attributes.mkdir(parents=True, exist_ok=True)
-    published = (land or (lambda t, b: write_local(cfg, t, b)))(table, feature_batch(cfg, table))
+    try:
+        published = (land or (lambda t, b: write_local(cfg, t, b)))(table, feature_batch(cfg, table))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged_tagger_dir(cfg), ignore_errors=True)  # the previous tagger stays
+        raise
+    swap_in_tagger(cfg)
     ev = evaluate_gold(cfg, tagger, lex, gold)
     stats = {"tagger_version": tagger.version, "train_queries": int(len(weak)),
              "train_seconds": round(tagger.train_seconds, 1), "queries_tagged": int(len(table)),

@@ -162,7 +162,8 @@ def label_pairs(cfg: RelgradeConfig, pairs: pd.DataFrame) -> pd.DataFrame:
     cascade, prior, doc = load_cascade(cfg)
     # featurize as the saved cascade was fitted (stage-1 inputs, cross-encoder text),
     # whatever the current profile says
-    saved = doc.get("inputs") or {}
+    # (a cascade saved before they were recorded was fitted without the attribute inputs)
+    saved = doc.get("inputs") or {"attribute_features": False, "attribute_text": False}
     if saved and any(getattr(cfg.grading, k) != v for k, v in saved.items()):
         log.info("relgrade label: featurizing with the saved cascade's inputs %s", saved)
         cfg = cfg.model_copy(update={"grading": cfg.grading.model_copy(update=saved)})

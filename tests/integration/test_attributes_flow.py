@@ -110,3 +110,40 @@ def test_the_flow_publishes_query_attributes_fv_and_the_gate_refuses_invented_va
         fs.publish(cfg, "query_attributes_fv", bad,
                    gate_for(cfg, "query_attributes_fv", query_texts=texts))
     pd.testing.assert_frame_equal(fs.read_offline(cfg, "query_attributes_fv"), stored)
+
+
+def test_a_refused_batch_leaves_the_previous_tagger_table_and_view_in_place(grading_root, tmp_path, monkeypatch):
+    """The tagger folder (whose lexicon the grade stage reads), the query table and the
+    view land together: a run whose batch the gate refuses changes none of them."""
+    import shutil
+
+    from flows.attributes import attributes_flow
+    from relgrade import featurestore as fs
+    from relgrade.attributes import stage as S
+    from relgrade.config import load_config
+    from validation.gate import ValidationFailed
+
+    ov = {**_overrides(grading_root), "data_root": str(tmp_path / "root")}
+    shutil.copytree(grading_root["cfg"].paths.contract, tmp_path / "root" / "contract")
+    cfg = load_config("quick", overrides=ov)
+    first = attributes_flow("quick", ov)
+    p = cfg.paths
+    before = {"tagger": (p.tagger / "tagger.json").read_text(), "lexicon": (p.tagger / "lexicon.json").read_bytes(),
+              "table": p.query_attributes.read_bytes(), "view": fs.read_offline(cfg, "query_attributes_fv")}
+    real = S.tag_queries
+
+    def inventing(tagger, queries):  # a tagger that writes a word the query does not hold
+        t = real(tagger, queries)
+        t.loc[t.index[0], "brand"] = "zzinvented"
+        return t
+
+    monkeypatch.setattr(S, "tag_queries", inventing)
+    ov2 = {**ov, "attributes": {**ov["attributes"], "seed": 14}}  # another tagger: the stage runs again
+    with pytest.raises(ValidationFailed, match="chk_values_in_query"):
+        attributes_flow("quick", ov2)
+    assert (p.tagger / "tagger.json").read_text() == before["tagger"]
+    assert (p.tagger / "lexicon.json").read_bytes() == before["lexicon"]
+    assert p.query_attributes.read_bytes() == before["table"]
+    pd.testing.assert_frame_equal(fs.read_offline(cfg, "query_attributes_fv"), before["view"])
+    assert not S.staged_tagger_dir(cfg).exists()
+    assert first["stats"]["tagger_version"] in before["tagger"]
