@@ -79,9 +79,11 @@ def feature_names(retrieval_features: bool, attribute_features: bool = False) ->
             and (attribute_features or f not in ATTRIBUTE_FEATURES)]
 
 
-def load_agreement(cfg: RelgradeConfig, catalog: pd.DataFrame):
+def load_agreement(cfg: RelgradeConfig, catalog: pd.DataFrame, queries: pd.DataFrame | None = None):
     """The attribute agreement of the attributes stage's outputs (the catalog lexicon in
-    the tagger folder, every query's tagged attributes)."""
+    the tagger folder, every query's tagged attributes). With ``queries``, every one of
+    them must be in the attribute table: a table older than the queries (a re-ingest
+    without `relgrade attributes`) is an error, not silently "names nothing"."""
     from relgrade.attributes.agreement import AttributeAgreement
     from relgrade.attributes.lexicon import Lexicon
 
@@ -94,6 +96,14 @@ def load_agreement(cfg: RelgradeConfig, catalog: pd.DataFrame):
     from relgrade.io import read_parquet
 
     qa = read_parquet(p.query_attributes, columns=["query_id", "attributes_json"])
+    if queries is not None:
+        missing = ~queries["query_id"].astype(str).isin(set(qa["query_id"].astype(str)))
+        if missing.any():
+            from relgrade.contract import ContractError
+
+            raise ContractError(f"{p.query_attributes} lacks {int(missing.sum())} of the {len(queries)} queries "
+                                f"(e.g. {queries.loc[missing, 'query_id'].iloc[0]!r}): it is older than the query "
+                                "table; run `relgrade attributes` again")
     return AttributeAgreement(Lexicon.load(lex_path), catalog, qa)
 
 
@@ -152,7 +162,7 @@ class PairFeaturizer:
         t0 = time.perf_counter()
         g = cfg.grading
         self.names = feature_names(g.retrieval_features, g.attribute_features)
-        self.agreement = load_agreement(cfg, catalog) if (g.attribute_features or g.attribute_text) else None
+        self.agreement = load_agreement(cfg, catalog, queries) if (g.attribute_features or g.attribute_text) else None
         self.attribute_text, self._agree_features = g.attribute_text, g.attribute_features
         self._cols = np.array([FEATURES.index(f) for f in self.names])
         self.cat = catalog_frame(catalog)

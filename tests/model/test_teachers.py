@@ -330,6 +330,15 @@ def test_attribute_features_without_the_attributes_stage_fail_clearly(tmp_path, 
     cfg = load_config("quick", overrides=ov)
     with pytest.raises(FileNotFoundError, match="run `relgrade attributes` first"):
         load_agreement(cfg, pd.DataFrame({"item_id": ["a"], "title": ["x"]}))
+    # a query table newer than the attribute table: refused, not featurized as "names nothing"
+    real = grading_root["cfg"]
+    queries = pd.read_parquet(real.paths.table("queries"))
+    more = pd.concat([queries, queries.head(1).assign(query_id="q-added-later")], ignore_index=True)
+    from relgrade.contract import ContractError
+
+    with pytest.raises(ContractError, match="run `relgrade attributes` again"):
+        load_agreement(real, pd.read_parquet(real.paths.table("catalog")), more)
+    assert load_agreement(real, pd.read_parquet(real.paths.table("catalog")), queries) is not None
 
 
 def test_teachers_train_on_train_split_only_and_are_cached(grading_fitted, grading_root):
