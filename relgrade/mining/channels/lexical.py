@@ -30,6 +30,7 @@ class LexicalChannel(Channel):
         self.k1, self.b, self.method, self.batch_size = k1, b, method, batch_size
         self.item_ids: np.ndarray | None = None
         self.retriever = None
+        self.engine = None  # a RelgradeConfig with engine: ray shards the queries over Ray tasks
 
     def fit(self, catalog: pd.DataFrame) -> "LexicalChannel":
         import bm25s
@@ -62,6 +63,14 @@ class LexicalChannel(Channel):
             raise RuntimeError("LexicalChannel.search before fit")
         t0 = time.perf_counter()
         q = query_frame(queries)
+        if self.engine is not None:  # the same search, sharded by query over Ray tasks
+            from relgrade import engine
+
+            out = engine.search_sharded(self.engine, self, q, k, progress=progress)
+            n = len(q)
+            self.stats.update(queries=n, search_s=round(time.perf_counter() - t0, 3),
+                              queries_without_hits=int(n - out["query_id"].nunique()) if n else 0)
+            return out
         M = self._term_doc_matrix()
         qids, iids, ranks, scores = [], [], [], []
         n = len(q)
