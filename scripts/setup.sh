@@ -3,6 +3,7 @@
 # torch is pinned to 2.13.0: pip takes the CPU wheel; a looser pin pulls CUDA wheels.
 #   bash scripts/setup.sh              # relgrade and the test tools
 #   RELGRADE_EXTRAS=test,spark bash scripts/setup.sh   # + Feast's Spark offline store (pyspark; Java 17)
+#   RELGRADE_EXTRAS=test,spark,distributed bash scripts/setup.sh   # + Ray (engine: ray); what the tests install
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

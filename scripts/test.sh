@@ -2,7 +2,7 @@
 # Set up and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RELGRADE_EXTRAS=test,spark bash scripts/setup.sh
+RELGRADE_EXTRAS=test,spark,distributed bash scripts/setup.sh
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 # the Spark offline store tests run a local Spark: Java 17 or later (tests/integration/test_spark_store.py)
 jv=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)

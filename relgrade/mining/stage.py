@@ -307,7 +307,7 @@ def manifest(cfg: RelgradeConfig, snapshot_ts, union: pd.DataFrame, published: d
         return {str(k): int(v) for k, v in (vc.sort_index() if by_index else vc).items()}
 
     return {
-        "stage": "mine", "snapshot_ts": pd.Timestamp(snapshot_ts).isoformat(), "k": m.k,
+        "stage": "mine", "snapshot_ts": pd.Timestamp(snapshot_ts).isoformat(), "k": m.k, "engine": cfg.engine,
         "channels": sorted(run_stats["channels"]), "queries": int(queries["query_id"].nunique()),
         "union_rows": int(len(union)), "union_path": str(cfg.paths.union(snapshot_ts)), "feature_view": published,
         "digests": {"union": frame_digest(union)}, "agreement_counts": counts("agreement"),
