@@ -53,11 +53,13 @@ class GateReport:
     rows: int
     failures: list[Failure] = field(default_factory=list)
     data_docs: Path | None = None
+    partitions: int = 1  # validated in this many partitions (validation.partition_rows)
 
     def summary(self) -> str:
         head = (
             f"validation {'passed' if self.success else 'FAILED'} for {self.suite!r}: "
             f"{self.evaluated - len(self.failures)}/{self.evaluated} expectations met on {self.rows} rows"
+            + (f" ({self.partitions} partitions)" if self.partitions > 1 else "")
         )
         lines = [head] + [f"  - {f}" for f in self.failures]
         if self.data_docs:
@@ -138,19 +140,81 @@ def validate(
     raise_on_failure: bool = True,
     data_docs: bool = True,
 ) -> GateReport:
-    """Validate ``df`` against ``suite``; raise ValidationFailed when any expectation fails."""
-    import great_expectations as gx
-    from great_expectations.checkpoint import Checkpoint, UpdateDataDocsAction
-
+    """Validate ``df`` against ``suite``; raise ValidationFailed when any expectation fails
+    (in any partition: :func:`partitions`)."""
     if suite not in SUITES:
         raise KeyError(f"no expectation suite named {suite!r}; known: {sorted(SUITES)}")
     ctx = ctx or GateContext(max_future_skew_seconds=cfg.validation.max_future_skew_seconds, min_rows=cfg.validation.min_rows)
     checked, expectations = SUITES[suite](df, ctx)
     checked = _as_float_for_gx(checked)
+    parts = partitions(checked, cfg.validation.partition_rows)
+    stamp = utc_now().strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]
+    if len(parts) == 1:
+        runs = [_run(cfg, suite, expectations, checked, f"{suite} {stamp} UTC", len(df), data_docs)]
+    else:  # row-level expectations per partition, batch-level ones on the whole batch
+        rows = [e for e in expectations if _row_level(e)]
+        whole = [e for e in expectations if not _row_level(e)]
+        runs = [_run(cfg, f"{suite}.rows", rows, part, f"{suite} {stamp} UTC partition {i + 1} of {len(parts)}",
+                     len(part), data_docs) for i, part in enumerate(parts)]
+        if whole:
+            runs.append(_run(cfg, f"{suite}.batch", whole, checked, f"{suite} {stamp} UTC batch-level", len(df),
+                             data_docs))
+        log.info("validated %s in %d partitions of at most %d rows", suite, len(parts), cfg.validation.partition_rows)
+    failures: dict = {}
+    for vres, _ in runs:
+        for f in _failures(vres):
+            k = (f.expectation, f.column, str(f.observed) if f.unexpected_count is None else "")
+            if k in failures and f.unexpected_count is not None:
+                failures[k].unexpected_count = (failures[k].unexpected_count or 0) + f.unexpected_count
+            else:
+                failures.setdefault(k, f)
+    report = GateReport(
+        suite=suite,
+        success=all(bool(v.success) for v, _ in runs),
+        evaluated=len(expectations),
+        rows=len(df),
+        failures=list(failures.values()),
+        data_docs=next((page for v, page in runs if not v.success), runs[-1][1]),  # the first failing run's page
+        partitions=len(parts),
+    )
+    log.info(report.summary())
+    if not report.success and raise_on_failure:
+        raise ValidationFailed(report)
+    return report
+
+
+def _row_level(expectation) -> bool:
+    """An expectation judged row by row (it holds on a batch when it holds on each part)."""
+    from great_expectations.expectations.expectation import (ColumnMapExpectation, ColumnPairMapExpectation,
+                                                             MulticolumnMapExpectation)
+
+    return isinstance(expectation, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
+
+
+def partitions(df: pd.DataFrame, max_rows: int | None) -> list[pd.DataFrame]:
+    """``df`` whole, or in ``ceil(len / max_rows)`` partitions by a stable hash of its
+    first key column (``query_id``, else ``item_id``), so that rows sharing a key, and so
+    every duplicate, fall in one partition."""
+    if max_rows is None or len(df) <= max_rows:
+        return [df]
+    n = -(-len(df) // max_rows)
+    key = next((c for c in ("query_id", "item_id") if c in df.columns), None)
+    h = (pd.util.hash_pandas_object(df[key].astype(str), index=False).to_numpy() if key is not None
+         else pd.RangeIndex(len(df)).to_numpy()) % n
+    return [df[h == i] for i in range(n) if (h == i).any()]
+
+
+def _run(cfg: RelgradeConfig, suite: str, expectations: list, checked: pd.DataFrame, run_name: str, rows: int,
+         data_docs: bool):
+    """One GX checkpoint run of ``expectations`` on ``checked``; (result, its page)."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import Checkpoint, UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
     with _LOCK:
         gctx = _context(cfg)
         bd = _batch_definition(gctx, suite)
-        gsuite = gctx.suites.add_or_update(gx.ExpectationSuite(name=suite, expectations=expectations))
+        gsuite = gctx.suites.add_or_update(gx.ExpectationSuite(name=suite, expectations=[e.copy() for e in expectations]))
         vd = gctx.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=f"{suite}_validation", data=bd, suite=gsuite)
         )
@@ -160,25 +224,10 @@ def validate(
         cp = gctx.checkpoints.add_or_update(
             Checkpoint(name=f"{suite}_gate", validation_definitions=[vd], actions=actions, result_format=fmt)
         )
-        from great_expectations.core.run_identifier import RunIdentifier
-
-        run_name = f"{suite} {utc_now().strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} UTC"
         run = cp.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_name))
     vres = list(run.run_results.values())[0]
-    page = write_run_page(cfg.paths.validation_pages, suite, run_name, len(df), vres.to_json_dict())
-    docs = page
-    report = GateReport(
-        suite=suite,
-        success=bool(vres.success),
-        evaluated=len(vres.results),
-        rows=len(df),
-        failures=_failures(vres),
-        data_docs=docs,
-    )
-    log.info(report.summary())
-    if not report.success and raise_on_failure:
-        raise ValidationFailed(report)
-    return report
+    page = write_run_page(cfg.paths.validation_pages, suite, run_name, rows, vres.to_json_dict())
+    return vres, page
 
 
 def gate_context(cfg: RelgradeConfig, catalog: pd.DataFrame | None = None, queries: pd.DataFrame | None = None,
