@@ -150,10 +150,10 @@ class ValidationConfig(_Strict):
     # values unescaped, so when they are built no values from the data are kept in results;
     # the offline pages (reports/validation) then show counts only. Off: they show examples.
     gx_data_docs: bool = True
-    # batches above this many rows are validated in partitions (rows with the same first
-    # key, e.g. a query, share one): every row-level expectation runs on each partition,
-    # the batch-level ones (row count, means, distinct counts) once on the whole batch, and
-    # a failing partition refuses the whole batch. None: always one run.
+    # batches above this many rows are validated in partitions (a query's rows share one):
+    # every row-level expectation runs on each partition, the batch-level ones (row count,
+    # means, distinct counts, key uniqueness) once on the whole batch, and a failing
+    # partition refuses the whole batch. None: always one run.
     partition_rows: int | None = Field(2_000_000, ge=1)
 
 

@@ -43,6 +43,13 @@ _WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_P
                "GX_ANALYTICS_ENABLED": "false"}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (what a worker reports with its results)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def uses_ray(cfg: RelgradeConfig) -> bool:
     return cfg.engine == "ray"
 
@@ -115,14 +122,16 @@ class TextEncoder:
         for p, texts in zip(batch["pos"], batch["texts"]):
             emb.append(encode_chunk(self.model, [str(t) for t in texts], self.batch_size, self.precision))
             pos.append(np.asarray(p, dtype=np.int64))
-        return {"pos": np.concatenate(pos), "emb": np.concatenate(emb)}
+        pos = np.concatenate(pos)
+        return {"pos": pos, "emb": np.concatenate(emb), "rss_mb": np.full(len(pos), peak_rss_mb())}
 
 
 def encode_chunks(cfg: RelgradeConfig, chunks: list[list[str]], positions: list[np.ndarray], n: int, *,
                   model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int,
-                  progress=None) -> np.ndarray:
+                  progress=None, stats: dict | None = None) -> np.ndarray:
     """``(n, dim)`` embeddings of ``chunks`` (``positions[i]``: the rows chunk ``i``
-    fills), encoded by ``ray.workers`` :class:`TextEncoder` actors."""
+    fills), encoded by ``ray.workers`` :class:`TextEncoder` actors (their peak memory
+    goes to ``stats["ray_worker_peak_rss_mb"]``)."""
     ray = ensure_ray(cfg)
     out = None
     rows = [{"pos": np.asarray(p, dtype=np.int64), "texts": list(c)} for p, c in zip(positions, chunks)]
@@ -135,22 +144,24 @@ def encode_chunks(cfg: RelgradeConfig, chunks: list[list[str]], positions: list[
                                                 "threads": threads, "device": _device(cfg)},
                          max_restarts=cfg.ray.max_retries, max_task_retries=cfg.ray.max_retries,
                          **_worker_options(cfg))
-    done = 0
+    done, peak = 0, 0.0
     for b in enc.iter_batches(batch_size=None, batch_format="numpy"):
         if out is None:
             out = np.zeros((n, b["emb"].shape[1]), dtype=np.float32)
         out[b["pos"]] = b["emb"]
+        peak = max(peak, float(b["rss_mb"].max()))
         done += len(b["pos"])
         if progress:
             progress(done, n)
+    if stats is not None:
+        stats["ray_worker_peak_rss_mb"] = round(peak, 1)
     return out
 
 
 # --------------------------------------------------------------------------- channel search
 def _search_shard(channel, shard: pd.DataFrame, k: int, qemb: np.ndarray | None):
-    if qemb is not None:
-        return channel.search_embeddings(shard, qemb, k)
-    return channel.search(shard, k)
+    res = channel.search_embeddings(shard, qemb, k) if qemb is not None else channel.search(shard, k)
+    return res, peak_rss_mb()
 
 
 def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, qemb: np.ndarray | None = None,
@@ -158,7 +169,8 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     """``channel.search(queries, k)`` (or ``search_embeddings`` with the query embeddings
     ``qemb``, row-aligned with ``queries``) in shards of ``ray.search_shard_queries``
     queries, one Ray task each, the fitted channel shared through the object store; the
-    shards' frames concatenated in query order."""
+    shards' frames concatenated in query order (the tasks' peak memory goes to
+    ``channel.stats["ray_worker_peak_rss_mb"]``)."""
     import copy
 
     ray = ensure_ray(cfg)
@@ -170,17 +182,19 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     task = ray.remote(_search_shard).options(num_cpus=cfg.ray.cpus_per_worker, max_retries=cfg.ray.max_retries)
     refs = [task.remote(ch_ref, queries.iloc[s:s + step], k, None if qemb is None else qemb[s:s + step])
             for s in range(0, n, step)]
-    out, done = [None] * len(refs), 0
+    out, done, peak = [None] * len(refs), 0, 0.0
     index = {r: i for i, r in enumerate(refs)}
     pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         i = index[ready[0]]
-        out[i] = ray.get(ready[0])
+        out[i], rss = ray.get(ready[0])
+        peak = max(peak, rss)
         done += min(step, n - i * step)
         if progress:
             progress(done, n)
-    return pd.concat(out, ignore_index=True) if out else channel.search(queries.iloc[:0], k)
+    channel.stats["ray_worker_peak_rss_mb"] = round(peak, 1)
+    return pd.concat(out, ignore_index=True) if out else local.search(queries.iloc[:0], k)
 
 
 # --------------------------------------------------------------------------- grading
@@ -209,7 +223,7 @@ class ChunkGrader:
 
         return {"chunk": c, "frame": grade_frame(part, res, self.cascade.rule), "seconds": res.seconds,
                 "counts": res.counts, "llm_failed": res.llm_failed, "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id()}
+                "node": ray.get_runtime_context().get_node_id(), "peak_rss_mb": peak_rss_mb()}
 
 
 def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: Iterable[tuple[int, int, int]],

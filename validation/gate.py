@@ -184,17 +184,22 @@ def validate(
 
 
 def _row_level(expectation) -> bool:
-    """An expectation judged row by row (it holds on a batch when it holds on each part)."""
+    """An expectation judged row by row, so that it holds on a batch when it holds on each
+    part. Uniqueness is not: two equal keys may fall in two partitions (the events
+    suite has two keys, and a partition follows only one), so it is checked on the
+    whole batch with the other batch-level expectations."""
+    import great_expectations.expectations as gxe
     from great_expectations.expectations.expectation import (ColumnMapExpectation, ColumnPairMapExpectation,
                                                              MulticolumnMapExpectation)
 
+    if isinstance(expectation, (gxe.ExpectColumnValuesToBeUnique, gxe.ExpectCompoundColumnsToBeUnique)):
+        return False
     return isinstance(expectation, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
 
 
 def partitions(df: pd.DataFrame, max_rows: int | None) -> list[pd.DataFrame]:
-    """``df`` whole, or in ``ceil(len / max_rows)`` partitions by a stable hash of its
-    first key column (``query_id``, else ``item_id``), so that rows sharing a key, and so
-    every duplicate, fall in one partition."""
+    """``df`` whole, or in ``ceil(len / max_rows)`` partitions by a stable hash of
+    ``query_id`` (else ``item_id``): a query's rows stay together."""
     if max_rows is None or len(df) <= max_rows:
         return [df]
     n = -(-len(df) // max_rows)

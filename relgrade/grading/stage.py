@@ -493,6 +493,7 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
             stats["counts"][str(k)] = stats["counts"].get(str(k), 0) + int(v)
         if "pid" in r:  # which worker process and node graded it (engine: ray)
             stats.setdefault("workers", {}).setdefault(r["node"], set()).add(r["pid"])
+            stats["worker_peak_rss_mb"] = round(max(stats.get("worker_peak_rss_mb", 0.0), r["peak_rss_mb"]), 1)
         done[0] += len(frame)
         progress.update(done[0], extra=f"chunk {r['chunk'] + 1}/{n_chunks}")
 

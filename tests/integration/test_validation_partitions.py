@@ -29,14 +29,45 @@ def cfg(tmp_path):
     return load_config("quick", overrides={"data_root": str(tmp_path / "root"), "validation": {"partition_rows": 40}})
 
 
-def test_partitions_keep_each_key_together():
+def test_partitions_keep_each_query_together():
     from validation.gate import partitions
 
-    b = pd.concat([_prior_batch(), _prior_batch().iloc[[3, 50]]], ignore_index=True)
+    b = _prior_batch(122)
     parts = partitions(b, 40)
     assert len(parts) == 4 and sum(len(p) for p in parts) == len(b)
     assert all(len(set(p["query_id"]) & set(q["query_id"])) == 0 for i, p in enumerate(parts) for q in parts[i + 1:])
     assert partitions(b, None)[0] is b and len(partitions(b, len(b))) == 1
+
+
+def test_a_key_duplicated_across_partitions_is_caught(cfg):
+    """The events suite's second key (search_id, position): one search's rows under two
+    queries land in two partitions; uniqueness is checked on the whole batch."""
+    from validation.gate import ValidationFailed, partitions, validate
+    from validation.suites import GateContext
+
+    n = 100
+    ev = pd.DataFrame({"search_id": [i // 10 for i in range(n)],
+                       "query_id": [f"q{i // 10}" for i in range(n)], "item_id": [f"i{i}" for i in range(n)],
+                       "position": [1 + i % 10 for i in range(n)], "slot": "organic",
+                       "event_ts": TS + pd.to_timedelta(np.arange(n), unit="s"), "impression": 1, "click": 0,
+                       "add_to_cart": 0, "order": 0})
+    ev.loc[0, "click"] = 1
+    from relgrade.contract import TABLES
+
+    for c in TABLES["events"].names:
+        assert c in ev.columns, c
+    for j in range(100):  # a query id that hashes to another partition than q0
+        dup = ev.iloc[[0]].assign(query_id=f"q_other{j}", item_id="i_other", event_ts=TS + pd.Timedelta(seconds=500))
+        bad = pd.concat([ev, dup], ignore_index=True)
+        parts = partitions(bad, 40)
+        where = [i for i, p in enumerate(parts) for _ in p[(p["search_id"] == 0) & (p["position"] == 1)].index]
+        if len(set(where)) == 2:  # the two rows of (search 0, position 1) sit in different partitions
+            break
+    assert len(set(where)) == 2
+    with pytest.raises(ValidationFailed) as exc:
+        validate(bad, "events", cfg, GateContext())
+    assert [(f.expectation, f.column) for f in exc.value.report.failures] == [
+        ("expect_compound_columns_to_be_unique", "search_id,position")]
 
 
 def test_a_bad_row_in_any_partition_refuses_the_batch_and_nothing_lands(cfg):

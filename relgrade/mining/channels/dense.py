@@ -188,7 +188,8 @@ class DenseChannel(Channel):
             enc = engine.encode_chunks(self.engine, chunks, positions, len(uniq),
                                        model_path=self.model_path, max_seq_length=self.max_seq_length,
                                        batch_size=self.batch_size, precision=self.precision, threads=self.threads,
-                                       progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)))
+                                       progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)),
+                                       stats=self.stats)
         else:
             model = load_model(self.model_path, self.threads)
             enc = np.zeros((len(uniq), self._dim(model)), dtype=np.float32)
