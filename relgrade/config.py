@@ -174,14 +174,16 @@ class RayConfig(_Strict):
     address: str | None = None
     num_cpus: int | None = Field(None, ge=1)  # local Ray only; None: Ray's own count
     # actors per heavy stage (encoders, graders); each reserves ``cpus_per_worker`` CPUs
+    # (capped by the CPUs the cluster has: a worker that cannot be placed would wait forever)
     workers: int = Field(2, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)  # > 0: the cross-encoders and the encoder run on the GPU
+    # seconds the workers of a stage may take to start (import torch, receive the models)
+    worker_start_timeout_s: float = Field(600.0, gt=0)
     # torch threads inside a worker (None: the stage's own setting, grading.threads /
     # mining.dense_threads, so the Ray path computes exactly what the local path does)
     threads_per_worker: int | None = Field(None, ge=1)
-    # queries per search task of the lexical and dense channels (the channels are
-    # replicated through the object store, the queries are sharded)
+    # queries per search call of the lexical and dense channels (the fitted channel is
+    # loaded once per search worker, the queries are sharded over the workers)
     search_shard_queries: int = Field(2000, ge=1)
     # a killed worker is restarted and its task retried this many times before the stage fails
     max_retries: int = Field(3, ge=0, le=100)

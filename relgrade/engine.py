@@ -10,9 +10,10 @@ them exactly as the local path does. Three kinds of work go to Ray:
   path's own encoding chunks, so every ``model.encode`` call sees the same texts in the
   same order and the embeddings are bit for bit those of the local path.
 * **channel search** (:func:`search_sharded`): the fitted lexical or dense channel is put
-  once into the object store (numpy arrays are read zero-copy by every worker of a node;
-  FAISS indexes travel serialized) and the queries are sharded into tasks of
-  ``ray.search_shard_queries``; ranks are per query, so sharding changes nothing.
+  once into the object store and loaded once by each of ``ray.workers``
+  :class:`ChannelSearcher` actors (a FAISS index travels serialized and is rebuilt once
+  per actor); the queries are sharded over them in shards of
+  ``ray.search_shard_queries``. Ranks are per query, so sharding changes nothing.
 * **grading** (:func:`grade_chunks`): an actor pool of :class:`ChunkGrader`, each holding
   the cascade and the pair featurizer (loaded once per actor), grades the union in the
   same fixed chunks as the local path; the driver writes each chunk atomically as it
@@ -91,15 +92,30 @@ def ensure_ray(cfg: RelgradeConfig):
 
 
 def _worker_options(cfg: RelgradeConfig) -> dict:
-    r = cfg.ray
-    opts = {"num_cpus": r.cpus_per_worker}
-    if r.gpus_per_worker:
-        opts["num_gpus"] = r.gpus_per_worker
-    return opts
+    return {"num_cpus": cfg.ray.cpus_per_worker}
 
 
-def _device(cfg: RelgradeConfig) -> str:
-    return "cuda" if cfg.ray.gpus_per_worker else "cpu"
+def n_workers(cfg: RelgradeConfig, jobs: int) -> int:
+    """``ray.workers``, at most one per job and at most as many as the cluster's CPUs can
+    place (a worker that cannot be placed would leave its share of the work waiting)."""
+    ray = ensure_ray(cfg)
+    fit = int(ray.cluster_resources().get("CPU", 1.0) // cfg.ray.cpus_per_worker)
+    n = max(1, min(cfg.ray.workers, jobs, fit))
+    if n < min(cfg.ray.workers, jobs):
+        log.warning("engine ray: %d worker(s) of %.1f CPU fit the cluster, not the %d asked for", n,
+                    cfg.ray.cpus_per_worker, cfg.ray.workers)
+    return n
+
+
+def _start(cfg: RelgradeConfig, actors: list, what: str) -> list[int]:
+    """Wait until ``actors`` are up (their process ids), or fail clearly."""
+    ray = ensure_ray(cfg)
+    try:
+        return ray.get([a.pid.remote() for a in actors], timeout=cfg.ray.worker_start_timeout_s)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise RuntimeError(f"engine ray: {len(actors)} {what} worker(s) did not start within "
+                           f"{cfg.ray.worker_start_timeout_s:.0f}s (ray.worker_start_timeout_s); the cluster has "
+                           f"{ray.available_resources()} free") from exc
 
 
 # --------------------------------------------------------------------------- encoding
@@ -107,11 +123,10 @@ class TextEncoder:
     """A Ray Data actor: the bi-encoder, loaded once, encodes one chunk per row with the
     local path's own call (:func:`relgrade.mining.channels.dense.encode_chunk`)."""
 
-    def __init__(self, model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int,
-                 device: str = "cpu"):
+    def __init__(self, model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int):
         from relgrade.mining.channels.dense import load_model
 
-        self.model = load_model(model_path, threads, device=device)
+        self.model = load_model(model_path, threads)
         self.model.max_seq_length = max_seq_length
         self.batch_size, self.precision = batch_size, precision
 
@@ -128,20 +143,20 @@ class TextEncoder:
 
 def encode_chunks(cfg: RelgradeConfig, chunks: list[list[str]], positions: list[np.ndarray], n: int, *,
                   model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int,
-                  progress=None, stats: dict | None = None) -> np.ndarray:
+                  progress=None) -> tuple[np.ndarray, float]:
     """``(n, dim)`` embeddings of ``chunks`` (``positions[i]``: the rows chunk ``i``
-    fills), encoded by ``ray.workers`` :class:`TextEncoder` actors (their peak memory
-    goes to ``stats["ray_worker_peak_rss_mb"]``)."""
+    fills), encoded by ``ray.workers`` :class:`TextEncoder` actors, and the actors' peak
+    memory (MB)."""
     ray = ensure_ray(cfg)
     out = None
     rows = [{"pos": np.asarray(p, dtype=np.int64), "texts": list(c)} for p, c in zip(positions, chunks)]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    workers = min(cfg.ray.workers, len(rows))
+    workers = n_workers(cfg, len(rows))
     threads = cfg.ray.threads_per_worker or threads
     enc = ds.map_batches(TextEncoder, batch_size=1, concurrency=workers, batch_format="numpy",
                          fn_constructor_kwargs={"model_path": model_path, "max_seq_length": max_seq_length,
                                                 "batch_size": batch_size, "precision": precision,
-                                                "threads": threads, "device": _device(cfg)},
+                                                "threads": threads},
                          max_restarts=cfg.ray.max_retries, max_task_retries=cfg.ray.max_retries,
                          **_worker_options(cfg))
     done, peak = 0, 0.0
@@ -153,48 +168,61 @@ def encode_chunks(cfg: RelgradeConfig, chunks: list[list[str]], positions: list[
         done += len(b["pos"])
         if progress:
             progress(done, n)
-    if stats is not None:
-        stats["ray_worker_peak_rss_mb"] = round(peak, 1)
-    return out
+    return out, round(peak, 1)
 
 
 # --------------------------------------------------------------------------- channel search
-def _search_shard(channel, shard: pd.DataFrame, k: int, qemb: np.ndarray | None):
-    res = channel.search_embeddings(shard, qemb, k) if qemb is not None else channel.search(shard, k)
-    return res, peak_rss_mb()
+class ChannelSearcher:
+    """A search actor: one fitted channel (loaded once), one query shard per call."""
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def search(self, i: int, shard: pd.DataFrame, k: int, qemb: np.ndarray | None):
+        ch = self.channel
+        res = ch.search_embeddings(shard, qemb, k) if qemb is not None else ch.search_local(shard, k)
+        return i, res, peak_rss_mb()
 
 
 def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, qemb: np.ndarray | None = None,
-                   progress=None) -> pd.DataFrame:
-    """``channel.search(queries, k)`` (or ``search_embeddings`` with the query embeddings
-    ``qemb``, row-aligned with ``queries``) in shards of ``ray.search_shard_queries``
-    queries, one Ray task each, the fitted channel shared through the object store; the
-    shards' frames concatenated in query order (the tasks' peak memory goes to
-    ``channel.stats["ray_worker_peak_rss_mb"]``)."""
-    import copy
+                   progress=None) -> tuple[pd.DataFrame, float]:
+    """``channel.search_local(queries, k)`` (or ``search_embeddings`` with the query
+    embeddings ``qemb``, row-aligned with ``queries``) in shards of
+    ``ray.search_shard_queries`` queries over :class:`ChannelSearcher` actors; the
+    shards' frames concatenated in query order, and the actors' peak memory (MB)."""
+    from relgrade.mining.channels.base import empty_results
 
     ray = ensure_ray(cfg)
     step = cfg.ray.search_shard_queries
     n = len(queries)
-    local = copy.copy(channel)
-    local.engine = None  # a task searches its shard in-process
-    ch_ref = ray.put(local)
-    task = ray.remote(_search_shard).options(num_cpus=cfg.ray.cpus_per_worker, max_retries=cfg.ray.max_retries)
-    refs = [task.remote(ch_ref, queries.iloc[s:s + step], k, None if qemb is None else qemb[s:s + step])
-            for s in range(0, n, step)]
-    out, done, peak = [None] * len(refs), 0, 0.0
-    index = {r: i for i, r in enumerate(refs)}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        i = index[ready[0]]
-        out[i], rss = ray.get(ready[0])
-        peak = max(peak, rss)
-        done += min(step, n - i * step)
-        if progress:
-            progress(done, n)
-    channel.stats["ray_worker_peak_rss_mb"] = round(peak, 1)
-    return pd.concat(out, ignore_index=True) if out else local.search(queries.iloc[:0], k)
+    shards = list(range(0, n, step))
+    if not shards:
+        return empty_results(), 0.0
+    r = cfg.ray
+    Actor = ray.remote(ChannelSearcher).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
+                                                **_worker_options(cfg))
+    ch_ref = ray.put(channel)
+    actors = [Actor.remote(ch_ref) for _ in range(n_workers(cfg, len(shards)))]
+    out, done, peak = [None] * len(shards), 0, 0.0
+    try:
+        _start(cfg, actors, "search")
+        pending = [actors[j % len(actors)].search.remote(j, queries.iloc[s:s + step], k,
+                                                          None if qemb is None else qemb[s:s + step])
+                   for j, s in enumerate(shards)]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            j, res, rss = ray.get(ready[0])
+            out[j], peak = res, max(peak, rss)
+            done += len(queries.iloc[shards[j]:shards[j] + step])
+            if progress:
+                progress(done, n)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return pd.concat(out, ignore_index=True), round(peak, 1)
 
 
 # --------------------------------------------------------------------------- grading
@@ -240,15 +268,13 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
     if not todo:
         return
     g, r = cfg.grading, cfg.ray
-    n_act = min(r.workers, len(todo))
+    n_act = n_workers(cfg, len(todo))
     Actor = ray.remote(ChunkGrader).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
                                             **_worker_options(cfg))
     cas_ref, fz_ref = ray.put(cascade), ray.put(fz)
     llm_share = g.llm_judge.max_share if g.llm_judge.enabled else None
     actors = [Actor.remote(cas_ref, fz_ref, g.max_share, llm_share, r.threads_per_worker or g.threads)
               for _ in range(n_act)]
-    if on_actors is not None:
-        on_actors(ray.get([a.pid.remote() for a in actors]))
     queue = list(todo)
     inflight: dict = {}
 
@@ -256,11 +282,14 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
         c, lo, hi = queue.pop(0)
         inflight[a.grade.remote(c, union.iloc[lo:hi])] = a
 
-    for a in actors:  # two chunks per actor in flight: the next is queued while one grades
-        for _ in range(2):
-            if queue:
-                submit(a)
     try:
+        pids = _start(cfg, actors, "grading")
+        if on_actors is not None:
+            on_actors(pids)
+        for a in actors:  # two chunks per actor in flight: the next is queued while one grades
+            for _ in range(2):
+                if queue:
+                    submit(a)
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             a = inflight.pop(ready[0])

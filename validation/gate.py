@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from relgrade.config import RelgradeConfig
@@ -147,33 +148,29 @@ def validate(
     ctx = ctx or GateContext(max_future_skew_seconds=cfg.validation.max_future_skew_seconds, min_rows=cfg.validation.min_rows)
     checked, expectations = SUITES[suite](df, ctx)
     checked = _as_float_for_gx(checked)
-    parts = partitions(checked, cfg.validation.partition_rows)
+    parts = partition_indices(checked, cfg.validation.partition_rows)
     stamp = utc_now().strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]
     if len(parts) == 1:
         runs = [_run(cfg, suite, expectations, checked, f"{suite} {stamp} UTC", len(df), data_docs)]
+        failures = _failures(runs[0][0])
     else:  # row-level expectations per partition, batch-level ones on the whole batch
         rows = [e for e in expectations if _row_level(e)]
         whole = [e for e in expectations if not _row_level(e)]
-        runs = [_run(cfg, f"{suite}.rows", rows, part, f"{suite} {stamp} UTC partition {i + 1} of {len(parts)}",
-                     len(part), data_docs) for i, part in enumerate(parts)]
+        runs = []
+        for i, idx in enumerate(parts):  # one partition at a time: each is released after its run
+            runs.append(_run(cfg, f"{suite}.rows", rows, checked.iloc[idx],
+                             f"{suite} {stamp} UTC partition {i + 1} of {len(parts)}", len(idx), data_docs))
         if whole:
             runs.append(_run(cfg, f"{suite}.batch", whole, checked, f"{suite} {stamp} UTC batch-level", len(df),
                              data_docs))
         log.info("validated %s in %d partitions of at most %d rows", suite, len(parts), cfg.validation.partition_rows)
-    failures: dict = {}
-    for vres, _ in runs:
-        for f in _failures(vres):
-            k = (f.expectation, f.column, str(f.observed) if f.unexpected_count is None else "")
-            if k in failures and f.unexpected_count is not None:
-                failures[k].unexpected_count = (failures[k].unexpected_count or 0) + f.unexpected_count
-            else:
-                failures.setdefault(k, f)
+        failures = _merge_partition_failures([v for v, _ in runs])
     report = GateReport(
         suite=suite,
         success=all(bool(v.success) for v, _ in runs),
         evaluated=len(expectations),
         rows=len(df),
-        failures=list(failures.values()),
+        failures=failures,
         data_docs=next((page for v, page in runs if not v.success), runs[-1][1]),  # the first failing run's page
         partitions=len(parts),
     )
@@ -183,30 +180,65 @@ def validate(
     return report
 
 
+def _merge_partition_failures(results: list) -> list[Failure]:
+    """The failures of the partition runs and the batch-level run as one list: the same
+    expectation (type and arguments, and its place among identical ones) failing in
+    several partitions is one failure whose offending rows are summed."""
+    import json
+
+    merged: dict = {}
+    for vres in results:
+        seen: dict = {}
+        for r, f in zip([r for r in vres.results if not r.success], _failures(vres)):
+            sig = (r.expectation_config.type, json.dumps(r.expectation_config.kwargs, sort_keys=True, default=str))
+            seen[sig] = seen.get(sig, 0) + 1
+            key = (*sig, seen[sig])
+            if key in merged and f.unexpected_count is not None:
+                merged[key].unexpected_count = (merged[key].unexpected_count or 0) + f.unexpected_count
+            else:
+                merged.setdefault(key, f)
+    return list(merged.values())
+
+
+# expectations that hold on a batch when they hold on each of its parts (judged row by
+# row, no "mostly" below 1); every other one, key uniqueness included (two equal keys may
+# fall in two partitions: the events suite has two keys and a partition follows one),
+# runs once on the whole batch
+_PER_ROW = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null",
+            "expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
+            "expect_column_values_to_not_be_in_set", "expect_column_value_lengths_to_be_between",
+            "expect_column_value_lengths_to_equal", "expect_column_values_to_match_regex",
+            "expect_column_values_to_not_match_regex", "expect_column_values_to_be_json_parseable",
+            "expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list",
+            "expect_column_pair_values_a_to_be_greater_than_b", "expect_column_pair_values_to_be_equal",
+            "expect_column_pair_values_to_be_in_set", "expect_select_column_values_to_be_unique_within_record",
+            "expect_multicolumn_sum_to_equal"}
+
+
 def _row_level(expectation) -> bool:
-    """An expectation judged row by row, so that it holds on a batch when it holds on each
-    part. Uniqueness is not: two equal keys may fall in two partitions (the events
-    suite has two keys, and a partition follows only one), so it is checked on the
-    whole batch with the other batch-level expectations."""
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.expectation import (ColumnMapExpectation, ColumnPairMapExpectation,
-                                                             MulticolumnMapExpectation)
-
-    if isinstance(expectation, (gxe.ExpectColumnValuesToBeUnique, gxe.ExpectCompoundColumnsToBeUnique)):
-        return False
-    return isinstance(expectation, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
+    """May ``expectation`` run per partition (see ``_PER_ROW``)?"""
+    mostly = getattr(expectation, "mostly", None)
+    return expectation.expectation_type in _PER_ROW and (mostly is None or mostly >= 1)
 
 
-def partitions(df: pd.DataFrame, max_rows: int | None) -> list[pd.DataFrame]:
-    """``df`` whole, or in ``ceil(len / max_rows)`` partitions by a stable hash of
-    ``query_id`` (else ``item_id``): a query's rows stay together."""
+def partition_indices(df: pd.DataFrame, max_rows: int | None) -> list[np.ndarray]:
+    """Row positions of ``df``: all of them, or ``ceil(len / max_rows)`` partitions by a
+    stable hash of ``query_id`` (else ``item_id``), so a query's rows stay together."""
     if max_rows is None or len(df) <= max_rows:
-        return [df]
+        return [np.arange(len(df))]
     n = -(-len(df) // max_rows)
     key = next((c for c in ("query_id", "item_id") if c in df.columns), None)
     h = (pd.util.hash_pandas_object(df[key].astype(str), index=False).to_numpy() if key is not None
-         else pd.RangeIndex(len(df)).to_numpy()) % n
-    return [df[h == i] for i in range(n) if (h == i).any()]
+         else np.arange(len(df))) % n
+    order = np.argsort(h, kind="stable")
+    bounds = np.searchsorted(h[order], np.arange(1, n))
+    return [p for p in np.split(order, bounds) if len(p)]
+
+
+def partitions(df: pd.DataFrame, max_rows: int | None) -> list[pd.DataFrame]:
+    """The partitions of :func:`partition_indices` as frames."""
+    return [df.iloc[i] for i in partition_indices(df, max_rows)] if max_rows is not None and len(df) > max_rows \
+        else [df]
 
 
 def _run(cfg: RelgradeConfig, suite: str, expectations: list, checked: pd.DataFrame, run_name: str, rows: int,

@@ -21,9 +21,16 @@ except ImportError:  # pragma: no cover - scripts/test.sh installs it; a bare py
 pytestmark = pytest.mark.integration
 
 
-def _ray_cfg(cfg, root, **ray_kw):
+def _ray_cfg(cfg, root, chunk_size: int | None = None, **ray_kw):
     r = cfg.ray.model_copy(update={"workers": 2, "cpus_per_worker": 1.0, **ray_kw})
-    return cfg.model_copy(update={"engine": "ray", "ray": r, "data_root": str(root)})
+    out = cfg.model_copy(update={"engine": "ray", "ray": r, "data_root": str(root)})
+    return _chunked(out, chunk_size)
+
+
+def _chunked(cfg, chunk_size: int | None):
+    if chunk_size is None:
+        return cfg
+    return cfg.model_copy(update={"grading": cfg.grading.model_copy(update={"chunk_size": chunk_size})})
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +52,12 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["query_id", "item_id"]).reset_index(drop=True)
 
 
-def _grade_local(grading_root, grading_fitted, tmp_path):
+def _grade_local(grading_root, grading_fitted, tmp_path, chunk_size: int | None = None):
     """The local path's grades of the root's union (its own chunk folder)."""
     from relgrade.grading import stage as S
 
     f = grading_fitted
-    cfg = grading_root["cfg"].model_copy(update={"data_root": str(tmp_path / "local")})
+    cfg = _chunked(grading_root["cfg"].model_copy(update={"data_root": str(tmp_path / "local")}), chunk_size)
     cascade = S.build_cascade(cfg, f["cal"], f["fz"], f["inp"])
     grades, stats = S.grade_union(cfg, f["fz"], f["inp"], cascade, f["cal"])
     assert stats["engine"] == "local" and stats["graded_chunks"] == stats["chunks"] > 2
@@ -81,6 +88,10 @@ def test_ray_mining_union_equals_local(grading_root, tmp_path, local_ray):
                read_parquet(p.table("events")))
     st = out["stats"]["channels"]
     assert st["dense"]["channel_items_cache_hit"] is False and st["dense"]["channel_items_encoded"] > 1000
+    # the work ran in Ray workers: they reported their memory with their results
+    assert st["dense"]["channel_encode_ray_worker_peak_rss_mb"] > 100
+    assert st["dense"]["channel_search_ray_worker_peak_rss_mb"] > 100
+    assert st["lexical"]["channel_search_ray_worker_peak_rss_mb"] > 100
     assert len(list((tmp_path / "emb").glob("*.npy"))) >= 2  # items and queries encoded on Ray, cached
     pd.testing.assert_frame_equal(_sorted(out["union"]), _sorted(local), check_exact=True)
 
@@ -136,17 +147,21 @@ def test_killed_grading_worker_is_retried(grading_root, grading_fitted, tmp_path
     from relgrade.grading import stage as S
 
     f = grading_fitted
-    cascade, local = _grade_local(grading_root, grading_fitted, tmp_path)
-    rcfg = _ray_cfg(grading_root["cfg"], tmp_path / "killed")
+    # small chunks: a dozen, so both actors still hold queued work when the first lands
+    cascade, local = _grade_local(grading_root, grading_fitted, tmp_path, chunk_size=250)
+    rcfg = _ray_cfg(grading_root["cfg"], tmp_path / "killed", chunk_size=250)
     chunks = S.chunk_dir(rcfg, f["inp"], cascade, f["cal"])
     started, killed = [], threading.Event()
 
     def killer():
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not list(chunks.glob("chunk_*.parquet")):
-            time.sleep(0.05)
-        os.kill(started[0][0], signal.SIGKILL)
-        killed.set()
+            time.sleep(0.02)
+        try:
+            os.kill(started[0][0], signal.SIGKILL)
+            killed.set()
+        except ProcessLookupError:  # pragma: no cover - the run ended first: the assertion below says so
+            pass
 
     th = threading.Thread(target=killer, daemon=True)
 

@@ -120,9 +120,12 @@ class DenseChannel(Channel):
 
     # ---- pickling (Ray ships a fitted channel to its search tasks) ------------
     def __getstate__(self) -> dict:
+        """What a search worker needs: the index (serialized), ids and settings; not the
+        item embeddings (only :meth:`ann_recall` reads them) nor the engine."""
         state = self.__dict__.copy()
-        state.pop("_ivf_quantizer", None)
-        state.pop("_last_query_emb", None)
+        for k in ("_ivf_quantizer", "_last_query_emb", "item_emb"):
+            state.pop(k, None)
+        state["engine"] = None
         if state.get("index") is not None:
             import faiss
 
@@ -136,6 +139,7 @@ class DenseChannel(Channel):
             state["index"] = faiss.deserialize_index(state["index"])
             if not state.get("exact", True) and state.get("ann") == "hnsw":
                 state["index"].hnsw.efSearch = state["hnsw_ef_search"]
+        state.setdefault("item_emb", None)
         self.__dict__.update(state)
 
     # ---- encoding -----------------------------------------------------------
@@ -185,11 +189,11 @@ class DenseChannel(Channel):
         if self.engine is not None:
             from relgrade import engine
 
-            enc = engine.encode_chunks(self.engine, chunks, positions, len(uniq),
-                                       model_path=self.model_path, max_seq_length=self.max_seq_length,
-                                       batch_size=self.batch_size, precision=self.precision, threads=self.threads,
-                                       progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)),
-                                       stats=self.stats)
+            enc, peak = engine.encode_chunks(
+                self.engine, chunks, positions, len(uniq), model_path=self.model_path,
+                max_seq_length=self.max_seq_length, batch_size=self.batch_size, precision=self.precision,
+                threads=self.threads, progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)))
+            self.stats["encode_ray_worker_peak_rss_mb"] = max(self.stats.get("encode_ray_worker_peak_rss_mb", 0.0), peak)
         else:
             model = load_model(self.model_path, self.threads)
             enc = np.zeros((len(uniq), self._dim(model)), dtype=np.float32)
@@ -271,7 +275,8 @@ class DenseChannel(Channel):
         if self.engine is not None:
             from relgrade import engine
 
-            out = engine.search_sharded(self.engine, self, q, k, qemb, progress)
+            out, self.stats["search_ray_worker_peak_rss_mb"] = engine.search_sharded(self.engine, self, q, k, qemb,
+                                                                                     progress)
         else:
             out = self.search_embeddings(q, qemb, k, progress)
         self.stats.update(queries=len(q), query_encode_s=round(t1 - t0, 3),

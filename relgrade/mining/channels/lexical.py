@@ -63,14 +63,26 @@ class LexicalChannel(Channel):
             raise RuntimeError("LexicalChannel.search before fit")
         t0 = time.perf_counter()
         q = query_frame(queries)
-        if self.engine is not None:  # the same search, sharded by query over Ray tasks
+        if self.engine is not None:  # the same search, sharded by query over Ray workers
             from relgrade import engine
 
-            out = engine.search_sharded(self.engine, self, q, k, progress=progress)
-            n = len(q)
-            self.stats.update(queries=n, search_s=round(time.perf_counter() - t0, 3),
-                              queries_without_hits=int(n - out["query_id"].nunique()) if n else 0)
-            return out
+            out, self.stats["search_ray_worker_peak_rss_mb"] = engine.search_sharded(self.engine, self, q, k,
+                                                                                     progress=progress)
+        else:
+            out = self.search_local(q, k, progress)
+        n = len(q)
+        self.stats.update(queries=n, search_s=round(time.perf_counter() - t0, 3),
+                          queries_without_hits=int(n - out["query_id"].nunique()) if n else 0)
+        return out
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["engine"] = None  # a search worker searches in-process
+        return state
+
+    def search_local(self, queries: pd.DataFrame, k: int, progress: ProgressFn | None = None) -> pd.DataFrame:
+        """Top-``k`` of ``queries`` in this process, one query batch after another."""
+        q = query_frame(queries)
         M = self._term_doc_matrix()
         qids, iids, ranks, scores = [], [], [], []
         n = len(q)
@@ -103,7 +115,4 @@ class LexicalChannel(Channel):
                 scores.append(v)
             if progress:
                 progress(min(start + self.batch_size, n), n)
-        out = result_frame(qids, iids, ranks, scores)
-        self.stats.update(queries=n, search_s=round(time.perf_counter() - t0, 3),
-                          queries_without_hits=int(n - out["query_id"].nunique()) if n else 0)
-        return out
+        return result_frame(qids, iids, ranks, scores)
