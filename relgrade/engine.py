@@ -188,19 +188,29 @@ class ChannelSearcher:
 
 
 def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, qemb: np.ndarray | None = None,
-                   progress=None) -> tuple[pd.DataFrame, float]:
+                   progress=None) -> tuple[pd.DataFrame, dict]:
     """``channel.search_local(queries, k)`` (or ``search_embeddings`` with the query
-    embeddings ``qemb``, row-aligned with ``queries``) in shards of
+    embeddings ``qemb``, row-aligned with ``queries``) in shards of about
     ``ray.search_shard_queries`` queries over :class:`ChannelSearcher` actors; the
-    shards' frames concatenated in query order, and the actors' peak memory (MB)."""
+    shards' frames concatenated in query order, and ``{"peak_rss_mb", "start_s",
+    "seconds"}`` (the actors' peak memory, the seconds until they were up, in all).
+
+    A shard is a whole number of the channel's own query batches
+    (``query_batch_size`` / ``batch_size``), so each batch the workers score is one the
+    local path scores: BLAS may round a row differently in a batch of another size,
+    which could reorder near-tied items."""
+    import time
+
     from relgrade.mining.channels.base import empty_results
 
+    t0 = time.perf_counter()
     ray = ensure_ray(cfg)
-    step = cfg.ray.search_shard_queries
+    qbs = int(getattr(channel, "query_batch_size", None) or getattr(channel, "batch_size", None) or 1)
+    step = max(1, -(-cfg.ray.search_shard_queries // qbs)) * qbs
     n = len(queries)
     shards = list(range(0, n, step))
     if not shards:
-        return empty_results(), 0.0
+        return empty_results(), {"peak_rss_mb": 0.0, "start_s": 0.0, "seconds": 0.0}
     r = cfg.ray
     Actor = ray.remote(ChannelSearcher).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
                                                 **_worker_options(cfg))
@@ -209,6 +219,7 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     out, done, peak = [None] * len(shards), 0, 0.0
     try:
         _start(cfg, actors, "search")
+        start_s = time.perf_counter() - t0
         pending = [actors[j % len(actors)].search.remote(j, queries.iloc[s:s + step], k,
                                                           None if qemb is None else qemb[s:s + step])
                    for j, s in enumerate(shards)]
@@ -222,7 +233,8 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     finally:
         for a in actors:
             ray.kill(a)
-    return pd.concat(out, ignore_index=True), round(peak, 1)
+    info = {"peak_rss_mb": round(peak, 1), "start_s": round(start_s, 3), "seconds": round(time.perf_counter() - t0, 3)}
+    return pd.concat(out, ignore_index=True), info
 
 
 # --------------------------------------------------------------------------- grading
@@ -255,18 +267,22 @@ class ChunkGrader:
 
 
 def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: Iterable[tuple[int, int, int]],
-                 on_chunk: Callable[[dict], None], on_actors: Callable[[list[int]], None] | None = None) -> None:
+                 on_chunk: Callable[[dict], None], on_actors: Callable[[list[int]], None] | None = None) -> dict:
     """Grade the chunks ``todo`` (``(chunk, lo, hi)`` row ranges of ``union``) on
     ``ray.workers`` :class:`ChunkGrader` actors; ``on_chunk(result)`` is called on the
     driver as each chunk finishes (it writes the chunk file). ``on_actors(pids)`` is told
-    the actors' process ids once they are up (tests kill one)."""
+    the actors' process ids once they are up (tests kill one). Returns ``{"workers",
+    "start_s"}``: how many actors graded, and the seconds until they were up."""
+    import time
+
+    t0 = time.perf_counter()
     if cascade.llm is not None:
         raise ConfigError("engine: ray does not run the LLM judge stage yet (its cache and HTTP client live in one "
                           "process): grade with engine: local when grading.llm_judge is enabled")
     ray = ensure_ray(cfg)
     todo = list(todo)
     if not todo:
-        return
+        return {"workers": 0, "start_s": 0.0}
     g, r = cfg.grading, cfg.ray
     n_act = n_workers(cfg, len(todo))
     Actor = ray.remote(ChunkGrader).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
@@ -284,6 +300,7 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
 
     try:
         pids = _start(cfg, actors, "grading")
+        start_s = time.perf_counter() - t0
         if on_actors is not None:
             on_actors(pids)
         for a in actors:  # two chunks per actor in flight: the next is queued while one grades
@@ -299,3 +316,4 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
     finally:
         for a in actors:
             ray.kill(a)
+    return {"workers": n_act, "start_s": round(start_s, 3)}

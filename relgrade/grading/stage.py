@@ -501,7 +501,8 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
         from relgrade import engine
 
         stats["engine"] = "ray"
-        engine.grade_chunks(cfg, cascade, fz, u, todo, write_chunk, on_actors)
+        info = engine.grade_chunks(cfg, cascade, fz, u, todo, write_chunk, on_actors)
+        stats["worker_start_s"] = info["start_s"]
     else:
         stats["engine"] = "local"
         llm_share = g.llm_judge.max_share if g.llm_judge.enabled else None

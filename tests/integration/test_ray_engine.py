@@ -73,19 +73,20 @@ def _assert_same_grades(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 def test_ray_mining_union_equals_local(grading_root, tmp_path, local_ray):
     """Encoding on a Ray Data actor pool (an empty embedding cache: every text is
-    encoded there) and the lexical and dense channels sharded by query over Ray tasks
-    give the local path's union row for row."""
+    encoded there) and the lexical and dense channels sharded by query over Ray actors
+    (query batches of 40, four shards) give the local path's union row for row."""
     from relgrade.io import read_parquet
     from relgrade.mining.stage import mine
 
     cfg = grading_root["cfg"]
     p = cfg.paths
-    local = read_parquet(p.union(cfg.snapshot_ts))
-    rcfg = _ray_cfg(cfg, p.root, search_shard_queries=37)
+    tables = [read_parquet(p.table(t)) for t in ("catalog", "queries", "events")]
+    small = cfg.model_copy(update={"mining": cfg.mining.model_copy(update={"query_batch_size": 40})})
+    local = mine(small, *tables)["union"]  # the local path with the same query batches
+    rcfg = _ray_cfg(small, p.root, search_shard_queries=40)
     rcfg = rcfg.model_copy(update={"mining": rcfg.mining.model_copy(
         update={"dense_cache_dir": str(tmp_path / "emb")})})
-    out = mine(rcfg, read_parquet(p.table("catalog")), read_parquet(p.table("queries")),
-               read_parquet(p.table("events")))
+    out = mine(rcfg, *tables)
     st = out["stats"]["channels"]
     assert st["dense"]["channel_items_cache_hit"] is False and st["dense"]["channel_items_encoded"] > 1000
     # the work ran in Ray workers: they reported their memory with their results
@@ -94,6 +95,27 @@ def test_ray_mining_union_equals_local(grading_root, tmp_path, local_ray):
     assert st["lexical"]["channel_search_ray_worker_peak_rss_mb"] > 100
     assert len(list((tmp_path / "emb").glob("*.npy"))) >= 2  # items and queries encoded on Ray, cached
     pd.testing.assert_frame_equal(_sorted(out["union"]), _sorted(local), check_exact=True)
+
+
+def test_shards_are_whole_query_batches(local_ray, grading_root):
+    """A shard holds a whole number of the channel's query batches, so the workers score
+    the local path's batches; the frames come back in query order."""
+    from relgrade import engine
+    from relgrade.io import read_parquet
+    from relgrade.mining.stage import make_channel
+
+    cfg = grading_root["cfg"]
+    p = cfg.paths
+    ch = make_channel("lexical", cfg)
+    ch.batch_size = 30
+    ch.fit(read_parquet(p.table("catalog")))
+    q = read_parquet(p.table("queries"))
+    rcfg = _ray_cfg(cfg, p.root, search_shard_queries=45)  # rounded up to 60: two batches of 30
+    res, info = engine.search_sharded(rcfg, ch, q, 10)
+    pd.testing.assert_frame_equal(res, ch.search_local(q, 10), check_exact=True)
+    assert info["peak_rss_mb"] > 100 and 0 < info["start_s"] <= info["seconds"]
+    empty, _ = engine.search_sharded(rcfg, ch, q.iloc[:0], 10)
+    assert len(empty) == 0 and list(empty.columns) == ["query_id", "item_id", "rank", "score"]
 
 
 def test_ray_grades_equal_local_and_resume_across_engines(grading_root, grading_fitted, tmp_path, local_ray):

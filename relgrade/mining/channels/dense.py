@@ -275,8 +275,9 @@ class DenseChannel(Channel):
         if self.engine is not None:
             from relgrade import engine
 
-            out, self.stats["search_ray_worker_peak_rss_mb"] = engine.search_sharded(self.engine, self, q, k, qemb,
-                                                                                     progress)
+            out, info = engine.search_sharded(self.engine, self, q, k, qemb, progress)
+            self.stats["search_ray_worker_peak_rss_mb"], self.stats["search_ray_start_s"] = (info["peak_rss_mb"],
+                                                                                             info["start_s"])
         else:
             out = self.search_embeddings(q, qemb, k, progress)
         self.stats.update(queries=len(q), query_encode_s=round(t1 - t0, 3),

@@ -66,8 +66,9 @@ class LexicalChannel(Channel):
         if self.engine is not None:  # the same search, sharded by query over Ray workers
             from relgrade import engine
 
-            out, self.stats["search_ray_worker_peak_rss_mb"] = engine.search_sharded(self.engine, self, q, k,
-                                                                                     progress=progress)
+            out, info = engine.search_sharded(self.engine, self, q, k, progress=progress)
+            self.stats["search_ray_worker_peak_rss_mb"], self.stats["search_ray_start_s"] = (info["peak_rss_mb"],
+                                                                                             info["start_s"])
         else:
             out = self.search_local(q, k, progress)
         n = len(q)
