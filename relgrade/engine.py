@@ -22,6 +22,9 @@ them exactly as the local path does. Three kinds of work go to Ray:
   dies is restarted and its chunk retried (``ray.max_retries``). One pool runs the whole
   cascade on a chunk rather than one pool per teacher stage: the escalation caps
   (``grading.max_share``) are shares of a chunk, so a chunk's stages belong together.
+  With an LLM judge as the last stage each worker calls the endpoint for its chunks
+  (``llm_judge.concurrency`` requests each) and shares the SQLite answer cache; the
+  workers' request counts come back with the chunks.
 
 Ray Core actors rather than Ray Data for grading: the chunk is the unit of the
 checkpoint, and Ray Data would re-block the rows.
@@ -76,6 +79,11 @@ def ensure_ray(cfg: RelgradeConfig):
         pp = os.environ.get("PYTHONPATH")
         if pp:
             env["env_vars"]["PYTHONPATH"] = pp
+        key = cfg.grading.llm_judge.api_key_env
+        if not r.address and cfg.grading.llm_judge.enabled and os.environ.get(key):
+            # the LLM judge's key, for the workers of a Ray started here; on a cluster the
+            # workers' own environment must hold it (a runtime_env is visible to the cluster)
+            env["env_vars"][key] = os.environ[key]
         if r.address:
             log.info("engine ray: joining the cluster at %s", r.address)
             ray.init(address=r.address, runtime_env=env, log_to_driver=True)
@@ -258,10 +266,14 @@ class ChunkGrader:
     def grade(self, c: int, part: pd.DataFrame) -> dict:
         from relgrade.grading.cascade import grade_frame
 
+        llm = self.cascade.llm
+        if llm is not None:
+            llm.take_stats()  # a retried chunk counts once: only what this call asked
         res = self.cascade.grade(part, self.fz, self.max_share, self.llm_share)
         import ray
 
         return {"chunk": c, "frame": grade_frame(part, res, self.cascade.rule), "seconds": res.seconds,
+                "llm_stats": None if llm is None else llm.take_stats(),
                 "counts": res.counts, "llm_failed": res.llm_failed, "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id(), "peak_rss_mb": peak_rss_mb()}
 
@@ -276,9 +288,6 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
     import time
 
     t0 = time.perf_counter()
-    if cascade.llm is not None:
-        raise ConfigError("engine: ray does not run the LLM judge stage yet (its cache and HTTP client live in one "
-                          "process): grade with engine: local when grading.llm_judge is enabled")
     ray = ensure_ray(cfg)
     todo = list(todo)
     if not todo:
@@ -310,7 +319,10 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             a = inflight.pop(ready[0])
-            on_chunk(ray.get(ready[0]))
+            r = ray.get(ready[0])
+            if r.get("llm_stats") and cascade.llm is not None:  # the judge's requests, tokens, latency
+                cascade.llm.add_stats(r["llm_stats"])
+            on_chunk(r)
             if queue:
                 submit(a)
     finally:

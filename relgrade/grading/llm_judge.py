@@ -121,6 +121,13 @@ class JudgeCache:
             self._db.close()
             self._db = None
 
+    # a grading worker on Ray opens its own connection to the same file (SQLite locks it)
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
 
 class LLMJudgeTeacher(Teacher):
     """The judge as a teacher: its answer becomes a distribution with
@@ -137,6 +144,31 @@ class LLMJudgeTeacher(Teacher):
         self.stats = {"requests": 0, "cache_hits": 0, "retries": 0, "failed": 0, "prompt_tokens": 0,
                       "completion_tokens": 0, "latency_s": []}
         self._stats_lock = threading.Lock()
+
+    STAT_KEYS = ("requests", "cache_hits", "retries", "failed", "prompt_tokens", "completion_tokens")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_stats_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._stats_lock = threading.Lock()
+
+    def take_stats(self) -> dict:
+        """The counters since the last call, reset (a Ray grading worker returns them with
+        each chunk, and the driver's judge adds them up: :meth:`add_stats`)."""
+        with self._stats_lock:
+            out = {k: self.stats[k] for k in self.STAT_KEYS} | {"latency_s": list(self.stats["latency_s"])}
+            self.stats.update({k: 0 for k in self.STAT_KEYS}, latency_s=[])
+        return out
+
+    def add_stats(self, other: dict) -> None:
+        with self._stats_lock:
+            for k in self.STAT_KEYS:
+                self.stats[k] += int(other.get(k, 0))
+            self.stats["latency_s"].extend(other.get("latency_s", []))
 
     # ------------------------------------------------------------------ protocol
     def _headers(self) -> dict:

@@ -223,3 +223,43 @@ def test_grade_flow_on_ray_publishes_the_local_grades(grading_root, grading_run,
     local = read_parquet(load_config("quick", overrides=grading_root["overrides"]).paths.grades)
     ours = read_parquet(load_config("quick", overrides=ov).paths.grades)
     _assert_same_grades(ours, local)
+
+
+def test_ray_grading_with_a_live_llm_judge_on_loopback(grading_root, grading_fitted, tmp_path, local_ray):
+    """The LLM judge as the last stage on Ray: each worker calls the OpenAI-compatible
+    server on loopback for its chunks, the grades equal the local engine's, and the
+    driver's judge counts every request the workers made."""
+    from openai_server import serve
+
+    from relgrade.grading import stage as S
+    from relgrade.grading.cascade import TeacherCascade
+    from relgrade.grading.calibration import decide_grade
+    from relgrade.grading.llm_judge import LLMJudgeTeacher
+
+    f = grading_fitted
+    cal, t = f["cal"], f["teachers"][1]
+    judge = lambda q, p: int(decide_grade(t.proba_from_logits(t.logits_texts([q], [p])), "quadratic")[0])  # noqa: E731
+    with serve(judge) as srv:
+        settings = grading_root["cfg"].grading.llm_judge.model_copy(update={
+            "enabled": True, "base_url": srv.url, "timeout_s": 10, "backoff_s": 0.01, "max_share": 0.03})
+
+        def run(engine: str, name: str):
+            cfg = grading_root["cfg"]
+            cfg = cfg.model_copy(update={"data_root": str(tmp_path / name), "grading": cfg.grading.model_copy(
+                update={"llm_judge": settings})})
+            if engine == "ray":
+                cfg = _ray_cfg(cfg, tmp_path / name)
+            llm = LLMJudgeTeacher(settings, tmp_path / f"{name}.sqlite")  # a cache each: both pay the requests
+            cas = TeacherCascade(cal.stacks, cal.thresholds, llm, llm_threshold=1.0, rule=cal.rule)
+            grades, stats = S.grade_union(cfg, f["fz"], f["inp"], cas, cal)
+            return grades, stats, llm.summary()
+
+        local, st_l, j_l = run("local", "llm_local")
+        before = srv.completions
+        ray_grades, st_r, j_r = run("ray", "llm_ray")
+        served_ray = srv.completions - before
+    assert st_r["engine"] == "ray" and (ray_grades["deciding_stage"] == 4).sum() > 0
+    assert st_r["counts"]["4"] == st_l["counts"]["4"] > 0
+    assert j_r["requests"] == served_ray == j_l["requests"] > 0 and j_r["failed"] == 0
+    assert j_r["prompt_tokens"] == j_l["prompt_tokens"] and j_r["latency_median_s"] is not None
+    _assert_same_grades(ray_grades, local)
