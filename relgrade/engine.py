@@ -278,6 +278,21 @@ class ChunkGrader:
                 "node": ray.get_runtime_context().get_node_id(), "peak_rss_mb": peak_rss_mb()}
 
 
+def _lean_featurizer(fz, union: pd.DataFrame):
+    """The featurizer the workers need: union rows carry their own channel features
+    (``PairFeaturizer.union_features`` reads them from the rows), so its lookup of every
+    union pair stays on the driver; a worker's memory then does not grow with the union."""
+    import copy
+
+    from relgrade.grading.features import UNION_FEATURES
+
+    if getattr(fz, "union_key", None) is None or not all(c in union.columns for c in UNION_FEATURES):
+        return fz
+    lean = copy.copy(fz)
+    lean.union_key, lean.union_vals = None, None
+    return lean
+
+
 def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: Iterable[tuple[int, int, int]],
                  on_chunk: Callable[[dict], None], on_actors: Callable[[list[int]], None] | None = None) -> dict:
     """Grade the chunks ``todo`` (``(chunk, lo, hi)`` row ranges of ``union``) on
@@ -296,7 +311,7 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
     n_act = n_workers(cfg, len(todo))
     Actor = ray.remote(ChunkGrader).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
                                             **_worker_options(cfg))
-    cas_ref, fz_ref = ray.put(cascade), ray.put(fz)
+    cas_ref, fz_ref = ray.put(cascade), ray.put(_lean_featurizer(fz, union))
     llm_share = g.llm_judge.max_share if g.llm_judge.enabled else None
     actors = [Actor.remote(cas_ref, fz_ref, g.max_share, llm_share, r.threads_per_worker or g.threads)
               for _ in range(n_act)]
