@@ -5,13 +5,15 @@ its offending-row count) before anything is written.
 One file-backed GX context per data root (``<data_root>/gx``). Every run gets an offline
 page under ``<data_root>/reports/validation/`` (index.html lists them; validation/docs.py);
 GX's own Data Docs are built into ``<data_root>/reports/data_docs`` when
-``validation.gx_data_docs`` is on, without raw values from the data (GX does not escape them).
+``validation.gx_data_docs`` is on, without raw values from the data (GX does not escape them),
+and with the scripts and styles they load vendored into the site (they work offline).
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.util import utc_now
-from validation.docs import write_run_page
+from validation.docs import localize_data_docs, write_run_page
 from validation.suites import SUITES, GateContext, _as_float_for_gx
 
 log = logging.getLogger(__name__)
@@ -261,7 +263,10 @@ def _run(cfg: RelgradeConfig, suite: str, expectations: list, checked: pd.DataFr
         cp = gctx.checkpoints.add_or_update(
             Checkpoint(name=f"{suite}_gate", validation_definitions=[vd], actions=actions, result_format=fmt)
         )
+        started = time.time()
         run = cp.run(batch_parameters={"dataframe": checked}, run_id=RunIdentifier(run_name=run_name))
+        if gx_docs:  # GX's pages load their scripts and styles from CDNs: point them at the vendored copies
+            localize_data_docs(cfg.paths.data_docs, since=started)
     vres = list(run.run_results.values())[0]
     page = write_run_page(cfg.paths.validation_pages, suite, run_name, rows, vres.to_json_dict())
     return vres, page
