@@ -50,7 +50,7 @@ def ingest_stage(cfg: RelgradeConfig) -> dict[str, Any]:
         "paths": {n: str(cfg.paths.table(n)) for n in CONTRACT_TABLES},
         "validation": [r.summary().splitlines()[0] for r in reports],
     }
-    write_stage_manifest(cfg.paths.contract / "ingest_manifest.json", manifest)
+    write_stage_manifest(cfg.paths.contract / "ingest_manifest.json", manifest, cfg)
     logger.info("ingested %s", manifest["rows"])
     return manifest
 

@@ -62,7 +62,7 @@ def union_task(cfg: RelgradeConfig, snapshot_ts: str, channel_runs: dict[str, di
                  "validate_and_publish_s": round(time.perf_counter() - t0 - t_union, 3)}
     rep = S.report(cfg, union, run_stats)
     manifest = S.manifest(cfg, snapshot_ts, union, pub, rep, run_stats)
-    write_stage_manifest(cfg.paths.mining_manifest(snapshot_ts), manifest)
+    write_stage_manifest(cfg.paths.mining_manifest(snapshot_ts), manifest, cfg)
     return manifest
 
 

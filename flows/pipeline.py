@@ -44,6 +44,7 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
         "train": train_flow,
         "evaluate": evaluate_flow,
     }
+    from relgrade.numerics import numerics
     from relgrade.util import Stopwatch, peak_rss_mb, utc_now, write_json_atomic
 
     result: dict[str, Any] = {}
@@ -55,7 +56,8 @@ def pipeline_flow(profile: str = "default", overrides: dict | None = None, until
     write_json_atomic(p.pipeline_run, {"profile": cfg.profile, "finished_at": utc_now().isoformat(timespec="seconds"),
                                        "stage_seconds": {k: round(v, 1) for k, v in clock.laps.items()},
                                        "total_seconds": round(clock.total, 1),
-                                       "peak_rss_mb": round(peak_rss_mb(), 1), "until": until})
+                                       "peak_rss_mb": round(peak_rss_mb(), 1), "until": until,
+                                       "numerics": numerics(cfg)})
     result["locations"] = {
         "feature_store": str(p.feast / "feature_store.yaml"),
         "offline_features": str(p.features),

@@ -85,8 +85,8 @@ def io_task(task_fn, cfg: RelgradeConfig):
 
 def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: Iterable[Path],
               outputs: Iterable[Path] = ()) -> str:
-    """Cache key for a stage: its config sections, its input files' content and the code
-    version. Outputs are not part of the key: start the task through :func:`cached`,
+    """Cache key for a stage: its config sections, its input files' content, the code
+    version and the numeric path (device, resolved precisions: relgrade/numerics.py). Outputs are not part of the key: start the task through :func:`cached`,
     which recomputes (and refreshes the stored result) while any output is missing."""
     h = hashlib.sha256(stage.encode())
     h.update(str(cfg.paths.root).encode())
@@ -99,6 +99,9 @@ def stage_key(stage: str, cfg: RelgradeConfig, sections: Iterable[str], inputs: 
         h.update(p.name.encode())
         h.update(file_digest(p).encode() if p.exists() else b"missing")
     h.update(_code_version().encode())
+    from relgrade.numerics import numerics_key
+
+    h.update(numerics_key(cfg).encode())  # a cached stage is never reused across devices or precisions
     return h.hexdigest()
 
 
@@ -131,7 +134,12 @@ def read_stage_manifest(path: Path) -> dict | None:
         return None
 
 
-def write_stage_manifest(path: Path, manifest: dict) -> None:
+def write_stage_manifest(path: Path, manifest: dict, cfg: RelgradeConfig | None = None) -> None:
+    """Write a stage's manifest; with ``cfg``, the run's numeric path goes in with it."""
+    if cfg is not None and "numerics" not in manifest:
+        from relgrade.numerics import numerics
+
+        manifest = {**manifest, "numerics": numerics(cfg)}
     write_json_atomic(path, manifest)
 
 
@@ -174,7 +182,7 @@ def finish_stage(manifest: Path, summary: dict, key: str, cfg: RelgradeConfig | 
     extra = {"view_digests": view_digests(cfg, views)} if cfg is not None and views else {}
     doc = json.loads(json.dumps({**summary, **extra, "stage_key": key, "finished_at": utc_now().isoformat()},
                                 default=str))
-    write_stage_manifest(manifest, doc)
+    write_stage_manifest(manifest, doc, cfg)
     return doc
 
 

@@ -57,7 +57,7 @@ def simulate_stage(cfg: RelgradeConfig) -> dict[str, Any]:
         "feature_rows": len(feats),
         "digests": {"events": frame_digest(events), VIEW: frame_digest(feats)},
     }
-    write_stage_manifest(cfg.paths.contract / "simulate_manifest.json", manifest)
+    write_stage_manifest(cfg.paths.contract / "simulate_manifest.json", manifest, cfg)
     logger.info("simulated %d impressions (%d searches, CTR %.3f); %d engagement feature rows",
                 manifest["events"], manifest["searches"], manifest["ctr"], manifest["feature_rows"])
     return manifest

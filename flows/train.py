@@ -42,7 +42,7 @@ def train_stage(cfg: RelgradeConfig) -> dict[str, Any]:
                                                 for st in s["stages"]]}
         logger.info("%s: trained in %.0fs (%.0fs with the catalog index) -> %s", run.name, s["train_s"], s["total_s"],
                     run.output_dir)
-    write_stage_manifest(cfg.paths.models / "train_manifest.json", result)
+    write_stage_manifest(cfg.paths.models / "train_manifest.json", result, cfg)
     return result
 
 

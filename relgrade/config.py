@@ -182,6 +182,9 @@ class RayConfig(_Strict):
     # torch threads inside a worker (None: the stage's own setting, grading.threads /
     # mining.dense_threads, so the Ray path computes exactly what the local path does)
     threads_per_worker: int | None = Field(None, ge=1)
+    # GPUs each encoder / grader actor reserves (fractions share one); with device auto or
+    # cuda the actors then run their models there
+    gpus_per_worker: float = Field(0.0, ge=0)
     # queries per search call of the lexical and dense channels (the fitted channel is
     # loaded once per search worker, the queries are sharded over the workers)
     search_shard_queries: int = Field(2000, ge=1)
@@ -398,6 +401,9 @@ class ProbeConfig(_Strict):
     rank_bands: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 25, 50, 100], min_length=1)  # upper edges of best-rank bands
     min_band_expected_grade_drop: float = Field(0.2, ge=0)  # top band's mean expected grade minus the deepest's
     min_judged_binary_agreement: float = Field(0.7, ge=0, le=1)  # union pairs that carry a human label
+    # the gate refuses a sampled share (probe grade-0, judged agreement) only when its
+    # Wilson upper bound at this one-sided confidence falls below the required share
+    share_confidence: float = Field(0.99, gt=0.5, lt=1)
 
     @field_validator("rank_bands")
     @classmethod
@@ -604,6 +610,10 @@ class RelgradeConfig(_Strict):
     # orchestrates either way; the results are the same (tests/integration/test_ray_engine.py)
     engine: Literal["local", "ray"] = "local"
     ray: RayConfig = RayConfig()
+    # where the models run (the teachers, the student's training, every encoding): auto
+    # takes a CUDA device when torch sees one, else the CPU; cuda without one is an error.
+    # Recorded with each precision in every run's numerics block and cache key (relgrade/numerics.py)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _log_needs_a_cut(self):

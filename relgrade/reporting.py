@@ -36,3 +36,17 @@ def table(rows: list[dict], cols: list[str], digits: int = 4) -> str:
         "<tr>" + "".join(f"<td>{fmt(r.get(c), digits)}</td>" for c in cols) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def numerics_line(n: dict | None) -> str:
+    """One escaped paragraph naming a run's numeric path (relgrade/numerics.py), so that a
+    reader can tell a code change from a machine change."""
+    if not n:
+        return ""
+    prec = ", ".join(f"{k} {v}" for k, v in n.get("precision", {}).items())
+    isa = ", ".join(k for k, v in n.get("cpu", {}).get("isa", {}).items() if v) or "none of the listed"
+    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')}" for b in n.get("blas", []) if b.get("internal_api"))
+    text = (f"Numeric path: device {n.get('device')}; {prec}; CPU {n.get('cpu', {}).get('model')} "
+            f"({isa}); torch {n.get('torch', {}).get('version')}, {n.get('torch', {}).get('threads')} threads; "
+            f"BLAS {blas or 'unknown'}" + (f"; forced {n['precision_forced']}" if n.get("precision_forced") else ""))
+    return f"<p class='numerics'>{html.escape(text)}</p>"

@@ -129,10 +129,37 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` where the CPU multiplies bf16 matrices in hardware (Intel AMX),
-    else ``fp32``: without AMX, bf16 autocast on CPU was 1.4x *slower* than fp32 here
-    (MiniLM encoding: 196 vs 277 texts/s on 2 cores; with AMX it was 1.7x faster)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if "amx_bf16" in cpu_flags() else "fp32"
+# ---------------------------------------------------------------- sampled shares
+def normal_quantile(confidence: float) -> float:
+    """One-sided standard normal quantile z with P(Z <= z) = ``confidence``."""
+    from statistics import NormalDist
+
+    return float(NormalDist().inv_cdf(confidence))
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.99) -> tuple[float, float]:
+    """Two-sided Wilson score interval of a sampled share (each side at ``confidence``)."""
+    import math
+
+    if n <= 0:
+        return 0.0, 1.0
+    z = normal_quantile(confidence)
+    p = successes / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def share_floor(required: float, n: int, confidence: float = 0.99) -> float:
+    """The least sampled share p-hat, out of ``n`` draws, whose Wilson upper bound at
+    ``confidence`` still reaches ``required``: a gate that refuses p-hat below it refuses
+    only when the sample shows, at that confidence, a true share under ``required``.
+    Exact, since the Wilson interval inverts the score test:
+    upper(p-hat) >= p0  <=>  p-hat >= p0 - z sqrt(p0 (1 - p0) / n)."""
+    import math
+
+    if n <= 0:
+        return 0.0
+    z = normal_quantile(confidence)
+    return max(0.0, required - z * math.sqrt(required * (1 - required) / n))

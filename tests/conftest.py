@@ -17,6 +17,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# every `auto` precision resolves to fp32, so the suite tests what a CPU without AMX runs
+# whatever CPU it lands on (relgrade/numerics.py; scripts/test.sh exports it too)
+os.environ.setdefault("RELGRADE_PRECISION", "fp32")
 os.environ.pop("RELGRADE_PROFILE", None)
 os.environ.pop("RELGRADE_DATA_ROOT", None)
 

@@ -22,7 +22,7 @@ def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int =
     (little padding), bf16 autocast on CPU when asked."""
     import torch
 
-    from relgrade.util import resolve_precision
+    from relgrade.numerics import resolve_precision
 
     precision = resolve_precision(precision)
     n = len(texts)

@@ -67,6 +67,9 @@ def load_cascade(cfg: RelgradeConfig):
     d = Path(doc["path"])
     state = pickle.loads((d / "calibration.pkl").read_bytes())
     g = cfg.grading
+    from relgrade.numerics import resolve_device
+
+    device = resolve_device(cfg.device)
     by_name = {s.name: s for s in g.stages}
     teachers = []
     for spec, (temp, calibrator) in zip(doc["teachers"], state["teachers"]):
@@ -76,10 +79,10 @@ def load_cascade(cfg: RelgradeConfig):
         elif s is not None and getattr(s, "pretrained", False):
             from relgrade.grading.stage import base_model_path
 
-            t = CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads)
+            t = CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads, device)
         else:
             t = CrossEncoderTeacher.load(Path(spec["dir"]), g.infer_batch_size, g.threads,
-                                         s.int8 if s is not None else True)
+                                         s.int8 if s is not None else True, device)
         if t.version != spec["version"]:
             raise RuntimeError(f"teacher {spec['name']} on disk is {t.version}, the cascade was fitted with "
                                f"{spec['version']}: rerun `relgrade grade`")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relgrade.reporting import png, table
+from relgrade.reporting import numerics_line, png, table
 from relgrade.util import utc_now, write_json_atomic
 
 # quality targets of the teacher cascade (test split, judged population; docs/grading.md)
@@ -169,6 +169,7 @@ def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, u
 td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}.ok{{color:#1a7f37}}.miss{{color:#c62828}}
 img{{max-width:100%}}dt{{font-weight:bold}}</style></head><body>
 <h1>Graded relevance: teacher cascade</h1>
+{numerics_line(summary.get('numerics'))}
 <p>Snapshot {html.escape(str(summary['snapshot_ts']))}; {u['pairs']} union pairs graded. Teachers learn from
 train-split judgments plus negatives ({html.escape(str(summary['negatives']))}); calibration, stacking and thresholds
 are fitted on dev judgments plus dev negatives; test is scored only here. Grade rule: {html.escape(summary['grade_rule'])}.
@@ -182,6 +183,9 @@ The cascade row is graded through the same code path, thresholds and caps as the
 {table(reach, ['stage', 'union share reaching it (measured)', 'union share reaching it (modelled)', 'dev share reaching it'])}
 <h2>Probes of the union</h2>
 <h3>Random-pair probe</h3>{table([pr['random_pair_probe']], ['pairs', 'grade_0_share', 'grade_1', 'grade_2', 'grade_3', 'mean_expected_grade'])}
+<p>The gate judges the sampled grade-0 share by its Wilson interval: it refuses the batch only when the upper
+bound falls below the required share (a sampled share under <code>gate_min_sampled_share</code>).</p>
+{table([pr['random_pair_probe']], ['pairs', 'grade_0_wilson_low', 'grade_0_wilson_high', 'gate_confidence', 'gate_required_share', 'gate_min_sampled_share', 'gate_passed'])}
 <h3>By best channel rank</h3>{img('bands')}
 {table(pr['by_best_rank_band'], ['group', 'pairs', 'mean_expected_grade', 'grade_0', 'grade_1', 'grade_2', 'grade_3'])}
 <h3>By channel agreement (channels that found the pair)</h3>

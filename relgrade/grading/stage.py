@@ -37,6 +37,7 @@ from relgrade.grading.negatives import with_negatives
 from relgrade.grading.teachers import (CrossEncoderTeacher, GBMTeacher, StackedTeacher, Teacher, digest, pair_targets,
                                        soft_grade_targets)
 from relgrade.io import frame_digest, read_parquet, write_parquet_atomic
+from relgrade.numerics import numerics, resolve_device
 from relgrade.util import Progress, utc_now
 from relgrade.views import RELEVANCE_GRADE_FV
 
@@ -157,17 +158,18 @@ def train_teacher(cfg: RelgradeConfig, fz: PairFeaturizer, train: pd.DataFrame, 
         t.save(d)
         return t, True
     if s.pretrained:
-        return CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads), False
+        return CrossEncoderTeacher.from_pretrained(base_model_path(s), s, g.infer_batch_size, g.threads,
+                                                   resolve_device(cfg.device)), False
     q, it = fz.texts(train)
     version = f"{s.name}-" + digest(CODE_VERSION, s.model_dump(), g.seed, base_model_path(s), q, it, S.tobytes(),
                                     w.tobytes())
     d = _stage_dir(cfg, s.name, version)
     if (d / "meta.json").exists():
-        t = CrossEncoderTeacher.load(d, g.infer_batch_size, g.threads, s.int8)
+        t = CrossEncoderTeacher.load(d, g.infer_batch_size, g.threads, s.int8, resolve_device(cfg.device))
         return t, False
     t = CrossEncoderTeacher.train(q, it, S, w, settings=s, version=version, base_model=base_model_path(s),
                                   seed=g.seed + s.seed_offset, threads=g.threads, progress_every_s=g.progress_every_s,
-                                  infer_batch_size=g.infer_batch_size)
+                                  infer_batch_size=g.infer_batch_size, device=resolve_device(cfg.device))
     t.save(d)
     t.int8 = s.int8
     return t, True
@@ -660,4 +662,5 @@ def summarize(cfg: RelgradeConfig, inp: Inputs, cal: Calibration, ev: dict, grad
                       "union_pairs_judged": gstats.get("counts", {}).get(str(len(cal.stacks) + 1), 0),
                       **(ev.get("llm_judge") or {})},
         "artifact_table": table,
+        "numerics": numerics(cfg),
     }

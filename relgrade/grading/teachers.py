@@ -225,7 +225,7 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def build_cross_encoder(base_model: str, max_seq_length: int, layers: int | None = None):
+def build_cross_encoder(base_model: str, max_seq_length: int, layers: int | None = None, device: str = "cpu"):
     """A sentence-transformers ``CrossEncoder`` over (query, item text): the base
     transformer, **mean pooling** over the pair's tokens, and a linear 4-way head.
 
@@ -250,7 +250,7 @@ def build_cross_encoder(base_model: str, max_seq_length: int, layers: int | None
     dim = tr.auto_model.config.hidden_size
     head = Dense(dim, N_GRADES, activation_function=torch.nn.Identity(), module_input_name="sentence_embedding",
                  module_output_name="scores")
-    return CrossEncoder(modules=[tr, Pooling(dim, "mean"), head], device="cpu")
+    return CrossEncoder(modules=[tr, Pooling(dim, "mean"), head], device=device)
 
 
 def weighted_batches(weights: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
@@ -290,13 +290,17 @@ class CrossEncoderTeacher(Teacher):
         self.final_loss: float | None = None
 
     @property
+    def device(self):
+        return next(self.ce.parameters()).device
+
+    @property
     def layers(self) -> int:
         return int(self.ce[0].auto_model.config.num_hidden_layers)
 
     def inference_model(self):
         """The network :meth:`logits_texts` runs: fp32 (the CrossEncoder's module stack),
         or its int8 dynamic-quantized copy."""
-        if not self.int8:
+        if not self.int8 or self.device.type != "cpu":  # int8 dynamic quantization is a CPU kernel
             return self.ce
         if self._qmodel is None:
             import warnings
@@ -312,7 +316,7 @@ class CrossEncoderTeacher(Teacher):
     @classmethod
     def train(cls, queries: list[str], items: list[str], targets: np.ndarray, weights: np.ndarray, *, settings,
               version: str, base_model: str, seed: int, threads: int = 2, progress_every_s: float = 10.0,
-              infer_batch_size: int = 128) -> "CrossEncoderTeacher":
+              infer_batch_size: int = 128, device: str = "cpu") -> "CrossEncoderTeacher":
         """Fine-tune ``base_model`` for exactly ``settings.steps`` AdamW steps (linear
         warm-up and decay, cross-entropy against the soft ``targets``), batches drawn in
         proportion to ``weights`` (:func:`weighted_batches`). ``settings`` is a
@@ -324,19 +328,19 @@ class CrossEncoderTeacher(Teacher):
         _set_threads(threads)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        ce = build_cross_encoder(base_model, s.max_seq_length, s.layers)
+        ce = build_cross_encoder(base_model, s.max_seq_length, s.layers, device)
         tok = ce.tokenizer
         ce.train()
         opt = torch.optim.AdamW(ce.parameters(), lr=s.learning_rate, weight_decay=0.01)
         warm = max(1, int(s.steps * s.warmup_share))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: min((k + 1) / warm, max(0.0, (s.steps - k) / max(1, s.steps - warm))))
-        T = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        T = torch.as_tensor(np.asarray(targets, dtype=np.float32), device=device)
         progress = Progress(f"{s.name} cross-encoder training steps", s.steps, progress_every_s, log)
         losses = []
         for step, idx in enumerate(weighted_batches(weights, s.batch_size, s.steps, seed)):
             enc = tok([queries[i] for i in idx], [items[i] for i in idx], padding=True, truncation=True,
-                      max_length=s.max_seq_length, return_tensors="pt")
+                      max_length=s.max_seq_length, return_tensors="pt").to(device)
             z = ce(dict(enc))["scores"]
             loss = -(T[idx] * F.log_softmax(z, dim=-1)).sum(-1).mean()
             loss.backward()
@@ -353,7 +357,8 @@ class CrossEncoderTeacher(Teacher):
         return t
 
     @classmethod
-    def from_pretrained(cls, path: str, settings, batch_size: int = 128, threads: int = 2) -> "CrossEncoderTeacher":
+    def from_pretrained(cls, path: str, settings, batch_size: int = 128, threads: int = 2,
+                        device: str = "cpu") -> "CrossEncoderTeacher":
         """A team's own CrossEncoder folder (any number of output logits) as a stage."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder
@@ -361,7 +366,7 @@ class CrossEncoderTeacher(Teacher):
         if not Path(path, "config.json").exists() and not Path(path, "modules.json").exists():
             raise FileNotFoundError(f"grading stage {settings.name!r}: {path} is not a sentence-transformers "
                                     "CrossEncoder folder (no config.json or modules.json)")
-        ce = CrossEncoder(str(path), device="cpu", max_length=settings.max_seq_length)
+        ce = CrossEncoder(str(path), device=device, max_length=settings.max_seq_length)
         ce.eval()
         from relgrade.io import folder_digest
 
@@ -440,9 +445,12 @@ class CrossEncoderTeacher(Teacher):
                 kw = {"input_ids": torch.from_numpy(x), "attention_mask": torch.from_numpy(am)}
                 if tti is not None:
                     kw["token_type_ids"] = torch.from_numpy(tt)
+                dev = next(model.parameters()).device if any(True for _ in model.parameters()) else None
+                if dev is not None and dev.type != "cpu":
+                    kw = {k: v.to(dev) for k, v in kw.items()}
                 res = model(kw)
                 scores = res["scores"] if isinstance(res, dict) and "scores" in res else getattr(res, "logits", res)
-                out[b] = scores.float().reshape(len(b), d).numpy()
+                out[b] = scores.float().reshape(len(b), d).cpu().numpy()
         return out
 
     def logits_plain(self, queries: list[str], items: list[str]) -> np.ndarray:
@@ -459,12 +467,13 @@ class CrossEncoderTeacher(Teacher):
         return save_dir_atomic(path, w)
 
     @classmethod
-    def load(cls, path: Path, batch_size: int = 128, threads: int = 2, int8: bool = False) -> "CrossEncoderTeacher":
+    def load(cls, path: Path, batch_size: int = 128, threads: int = 2, int8: bool = False,
+             device: str = "cpu") -> "CrossEncoderTeacher":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder
 
         meta = json.loads((Path(path) / "meta.json").read_text())
-        ce = CrossEncoder(str(Path(path) / "model"), device="cpu")
+        ce = CrossEncoder(str(Path(path) / "model"), device=device)
         ce.eval()
         t = cls(meta["name"], meta["version"], ce, meta["max_seq_length"], batch_size, threads, int8)
         t.train_s = meta.get("train_s")

@@ -112,7 +112,8 @@ def test_init_then_the_whole_pipeline_runs_from_a_project_folder(tmp_path, monke
     proj = _project(tmp_path)
     assert (proj / "README.md").exists() and (proj / "data" / "events.csv.gz").exists()
     # the installed command in its own process, as a user runs it (with its own Prefect server)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "RELGRADE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API", "RELGRADE_")) or k == "RELGRADE_PRECISION"}  # the suite's fp32 path
     r = subprocess.run([str(Path(sys.executable).with_name("relgrade")), "pipeline", "--config",
                         str(proj / "relgrade.yaml")], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=1800)

@@ -97,7 +97,7 @@ class DenseChannel(Channel):
         query_batch_size: int = 1000,
     ):
         super().__init__()
-        from relgrade.util import resolve_precision
+        from relgrade.numerics import resolve_precision
 
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
