@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from relgrade.contract import GRADES, SEGMENTS, SLOTS, SPLITS, TABLES
-from relgrade.util import utc_now
+from relgrade.util import share_floor, utc_now
 from relgrade.views import (FEATURE_VIEWS, GATED_ENGAGEMENT_FV, QUERY_ATTRIBUTES_FV, RELEVANCE_GRADE_FV,
                             RETRIEVAL_PRIOR_FV)
 
@@ -58,6 +58,7 @@ class GradeEvidence:
     min_band_expected_grade_drop: float = 0.2
     min_judged_binary_agreement: float = 0.7
     positive_grade: int = 2
+    share_confidence: float = 0.99  # shares are judged by their Wilson upper bound (relgrade.util.share_floor)
 
 
 def _gxe():
@@ -257,20 +258,28 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
         chk_judged_binary_agree=np.where(judged, ((grade >= ev.positive_grade) == (human >= ev.positive_grade))
                                          .astype(float), np.nan),
     )
+    n_probe = int((df["chk_population"] == "probe").sum())
+    probe_floor = share_floor(ev.min_probe_grade0_share, n_probe, ev.share_confidence)
     exp += [
         gxe.ExpectColumnMeanToBeBetween(
-            column="chk_grade0", min_value=ev.min_probe_grade0_share, row_condition=Column("chk_population") == "probe",
-            notes="random-pair probe: dev queries paired with uniformly drawn catalog items must come out grade 0"),
+            column="chk_grade0", min_value=round(probe_floor, 6), row_condition=Column("chk_population") == "probe",
+            notes=f"random-pair probe: dev queries paired with uniformly drawn catalog items come out grade 0; the "
+                  f"share's Wilson upper bound ({ev.share_confidence:.0%}, {n_probe} pairs) must reach "
+                  f"{ev.min_probe_grade0_share}, i.e. a sampled share of at least {probe_floor:.4f}"),
         gxe.ExpectColumnMeanToBeBetween(
             column="chk_expected_grade_over_deep_band", min_value=ev.min_band_expected_grade_drop,
             row_condition=Column("chk_band") == ev.top_band,
             notes=f"mean expected grade of the best-rank band {ev.top_band} exceeds that of {ev.deep_band}"),
     ]
     if judged.any():
+        n_judged = int(judged.sum())
+        agree_floor = share_floor(ev.min_judged_binary_agreement, n_judged, ev.share_confidence)
         exp.append(gxe.ExpectColumnMeanToBeBetween(
-            column="chk_judged_binary_agree", min_value=ev.min_judged_binary_agreement,
+            column="chk_judged_binary_agree", min_value=round(agree_floor, 6),
             row_condition=Column("chk_judged") == True,  # noqa: E712 - a GX condition, not a Python comparison
-            notes="binary agreement (relevant or not) with the human grade on the union pairs that carry one"))
+            notes=f"binary agreement (relevant or not) with the human grade on the {n_judged} union pairs that carry "
+                  f"one; its Wilson upper bound ({ev.share_confidence:.0%}) must reach "
+                  f"{ev.min_judged_binary_agreement}, i.e. a sampled share of at least {agree_floor:.4f}"))
     return df, exp
 
 

@@ -120,7 +120,9 @@ class UnionEvidence:
         pg = probe["grade"].to_numpy(dtype=int) if probe is not None and len(probe) else np.zeros(0, int)
         self.probe_summary = {"pairs": int(len(pg)), "grade_0_share": float((pg == 0).mean()) if len(pg) else None,
                               **({f"grade_{k}": float((pg == k).mean()) for k in range(N_GRADES)} if len(pg) else {}),
-                              "mean_expected_grade": float(probe["expected_grade"].mean()) if len(pg) else None}
+                              "mean_expected_grade": float(probe["expected_grade"].mean()) if len(pg) else None,
+                              **probe_bounds(int((pg == 0).sum()), len(pg), p.min_random_grade0_share,
+                                             p.share_confidence)}
         # the deepest band the mining depth reaches (k=50 leaves 51-100 empty)
         filled = [r["group"] for r in self.by_band if r["group"] in self.labels[:len(self.edges)] and r["pairs"] > 0]
         self.top_band = self.labels[0]
@@ -147,7 +149,19 @@ class UnionEvidence:
                              min_probe_grade0_share=p.min_random_grade0_share,
                              min_band_expected_grade_drop=p.min_band_expected_grade_drop,
                              min_judged_binary_agreement=p.min_judged_binary_agreement,
-                             positive_grade=self.cfg.grading.positive_grade)
+                             positive_grade=self.cfg.grading.positive_grade,
+                             share_confidence=p.share_confidence)
+
+
+def probe_bounds(grade0: int, n: int, required: float, confidence: float) -> dict:
+    """The probe's grade-0 share as the gate judges it: its Wilson interval at
+    ``confidence`` and the least sampled share the gate accepts at this sample size."""
+    from relgrade.util import share_floor, wilson_interval
+
+    lo, hi = wilson_interval(grade0, n, confidence)
+    return {"grade_0_wilson_low": lo, "grade_0_wilson_high": hi, "gate_required_share": required,
+            "gate_confidence": confidence, "gate_min_sampled_share": share_floor(required, n, confidence),
+            "gate_passed": bool(n) and hi >= required}
 
 
 def union_evidence(cfg, inp, grades: pd.DataFrame, probe: pd.DataFrame | None) -> UnionEvidence:

@@ -314,6 +314,8 @@ def test_categorical_datasets_run_the_whole_pipeline(tmp_path, layout):
         g = read_parquet(load_config("quick", overrides=ov).paths.grades)
         assert set(g["grade"].unique()) <= {0, 1, 3} and (g["grade"] == 3).any()
     assert grade["probe"]["grade_0_share"] is not None
+    if layout == "esci":
+        _the_probe_gate_passes_this_cascade_and_refuses_a_shifted_one(ov, grade["probe"])
     html = (tmp_path / "var" / "reports" / "grading" / "report.html").read_text()
     assert "Random-pair probe" in html
     if layout == "esci":  # untrusted titles: escaped in the grading report's examples, no script in any page
@@ -337,6 +339,28 @@ def test_categorical_datasets_run_the_whole_pipeline(tmp_path, layout):
                 assert "<script>alert(1)</script>" in text
             assert ink(shot) > 0.005, f"{page}: the screenshot is blank"
     assert "student" in out["evaluate"]["metrics"]
+
+
+def _the_probe_gate_passes_this_cascade_and_refuses_a_shifted_one(ov: dict, probe: dict) -> None:
+    """The random-pair probe on a small catalog (300 pairs): the gate judges the sampled
+    grade-0 share by its Wilson upper bound, so the correct cascade above passed whatever
+    the sampling noise, while teachers fitted without negatives (they call random items
+    relevant) are refused, and the published grades stay as they were."""
+    from flows.grade import grade_flow
+    from relgrade.config import load_config
+    from relgrade.io import file_digest
+    from validation.gate import ValidationFailed
+
+    assert probe["pairs"] == 300 and probe["gate_passed"]
+    assert probe["grade_0_share"] >= probe["gate_min_sampled_share"]
+    assert probe["grade_0_wilson_low"] <= probe["grade_0_share"] <= probe["grade_0_wilson_high"]
+    cfg = load_config("quick", overrides=ov)
+    before = file_digest(cfg.paths.grades)
+    shifted = {**ov, "grading": {**ov["grading"], "negatives": {"random_per_query": 0, "mined_per_query": 0}}}
+    with pytest.raises(ValidationFailed) as exc:
+        grade_flow("quick", shifted)
+    assert "chk_grade0" in str(exc.value)
+    assert file_digest(cfg.paths.grades) == before
 
 
 # --------------------------------------------------------------------------- your own cross-encoder
