@@ -212,7 +212,7 @@ class MiningConfig(_Strict):
     # dense: base MiniLM + FAISS; exact IndexFlatIP up to dense_exact_max_items items
     dense_batch_size: int = Field(64, ge=1)
     dense_max_seq_length: int = Field(128, ge=8, le=512)
-    dense_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast with AMX (cos >= 0.9999 to fp32), else fp32
+    dense_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast with AMX or AVX-512 BF16 (cos >= 0.9999 to fp32), else fp32
     dense_exact_max_items: int = Field(200_000, ge=0)
     dense_ann: Literal["hnsw", "ivf"] = "hnsw"
     dense_hnsw_m: int = Field(32, ge=2, le=256)
@@ -515,8 +515,9 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(32, ge=2)  # examples per optimizer step, every stage
     max_seq_length: int = Field(32, ge=8)  # tokens, training and the student's catalog encoding
     warmup_ratio: float = Field(0.1, ge=0, lt=1)  # linear warm-up share of each stage's steps
-    # fp32, or bf16 autocast (CPU mixed precision; benchmarks/bench_training.py measures both)
-    train_precision: Literal["fp32", "bf16"] = "fp32"
+    # fp32, or bf16 autocast (mixed precision); auto: bf16 where the hardware multiplies bf16
+    # (AMX, AVX-512 BF16, a bf16 GPU), else fp32 (relgrade/numerics.py; benchmarks/bench_device.py)
+    train_precision: Literal["auto", "fp32", "bf16"] = "auto"
     weight_decay: float = Field(0.01, ge=0)
     seed: int = Field(20260706, ge=0)
     # pair construction: targets are turned into percentiles over the whole set, so one
@@ -536,7 +537,7 @@ class TrainingConfig(_Strict):
     cosent_scale: float = Field(20.0, gt=0)
     # catalog encoding and index
     encode_batch_size: int = Field(128, ge=1)
-    encode_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 with AMX, else fp32 (relgrade.util)
+    encode_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 with AMX or AVX-512 BF16, else fp32 (relgrade/numerics.py)
     threads: int = Field(2, ge=1)  # torch / faiss threads
     progress_every_s: float = Field(10.0, gt=0)
     # experiments (`relgrade experiments`): graded-pair fractions for data scaling

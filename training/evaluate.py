@@ -93,7 +93,9 @@ def score_trained(folder: Path, ed: EvalData, cfg: RelgradeConfig, k: int, full_
     (a cheap judged-set-only evaluation for ad-hoc runs)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device="cpu")
+    from relgrade.numerics import resolve_device
+
+    model = SentenceTransformer(str(folder), device=resolve_device(cfg.device))
     if not full_catalog:
         t = cfg.training
         ci = np.unique(ed.judged["ci"].to_numpy())

@@ -22,9 +22,10 @@ def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int =
     (little padding), bf16 autocast on CPU when asked."""
     import torch
 
-    from relgrade.numerics import resolve_precision
+    from relgrade.numerics import autocast, resolve_precision
 
-    precision = resolve_precision(precision)
+    device = str(getattr(model, "device", "cpu"))
+    precision = resolve_precision(precision, device)
     n = len(texts)
     dim = model.get_embedding_dimension()
     if n == 0:
@@ -41,7 +42,7 @@ def encode(model, texts: list[str], batch_size: int = 128, max_seq_length: int =
     try:
         for s in range(0, len(order), chunk):
             idx = order[s:s + chunk]
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.inference_mode(), autocast(device, precision):
                 e = model.encode([uniq[i] for i in idx], batch_size=batch_size, convert_to_tensor=True,
                                  normalize_embeddings=False, show_progress_bar=False)
             enc[idx] = e.float().cpu().numpy()

@@ -28,6 +28,7 @@ from relgrade.config import RelgradeConfig
 from training.args import TrainRun, base_model_path
 from training.curriculum import build_loss, describe, plan, stage_examples
 from training.data import load_trainset, subsample_graded
+from relgrade.numerics import resolve_device, resolve_precision
 from relgrade.util import Progress, peak_rss_mb, utc_now
 from training.model_card import write_model_card
 from training.index import build_index, encode, save_index
@@ -109,7 +110,8 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
                   "target_mean": float(df["target"].mean())}
 
     # ---- 3. model --------------------------------------------------------------------
-    model = SentenceTransformer(base_model_path(cfg), device="cpu")
+    device = resolve_device(cfg.device)
+    model = SentenceTransformer(base_model_path(cfg), device=device)
     model.max_seq_length = t.max_seq_length
 
     # ---- 4. curriculum: one bounded pass per stage -------------------------------------
@@ -128,8 +130,8 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
                 weight_decay=t.weight_decay, lr_scheduler_type="linear", seed=t.seed + st.index, data_seed=t.seed + st.index,
                 batch_sampler=BatchSamplers.NO_DUPLICATES if st.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
                 save_strategy="no", logging_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
-                dataloader_drop_last=True, use_cpu=True, dataloader_num_workers=0,
-                bf16=t.train_precision == "bf16")
+                dataloader_drop_last=True, use_cpu=device == "cpu", dataloader_num_workers=0,
+                bf16=resolve_precision(t.train_precision, device) == "bf16")
             trainer = SentenceTransformerTrainer(
                 model=model, args=args, train_dataset=Dataset.from_pandas(ex, preserve_index=False), loss=loss,
                 callbacks=[_progress_callback(f"{run.name} stage {st.index} {st.name}", n_steps, t.batch_size,
