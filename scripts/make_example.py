@@ -19,6 +19,13 @@ sys.path.insert(0, str(REPO))
 
 OUT = REPO / "examples" / "contract_small"
 QUERIES, DAYS, SEARCHES = 150, 10, 200
+# the labels' scale (Home Depot's mean rating, 1..3) and its rule to grades 0..3
+LABEL_RANGE, LABEL_CUTS = [1, 3], [1.5, 2.0, 2.5]
+LABELS_YAML = """# The example's label scale: Home Depot's mean rating of about three raters on 1..3
+# (scripts/make_example.py writes this file; `relgrade init` copies it into dataset).
+label_range: {range}
+label_cuts: {cuts}
+"""
 
 
 def main() -> None:
@@ -44,6 +51,9 @@ def main() -> None:
     export_log(events, q, OUT / "events.csv.gz")
     end = pd.Timestamp(cfg.simulation.start_date) + pd.Timedelta(days=DAYS)
     (OUT / "SNAPSHOT").write_text(end.isoformat() + "\n")
+    labels = j["raw_score"].round(4)
+    assert labels.between(*LABEL_RANGE).all(), "a rating outside the declared scale"
+    (OUT / "LABELS.yaml").write_text(LABELS_YAML.format(range=LABEL_RANGE, cuts=LABEL_CUTS))
     print(f"{len(t['catalog'])} items, {len(q)} queries, {len(j)} judgments, {len(events)} log rows -> {OUT}")
 
 

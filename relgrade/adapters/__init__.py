@@ -98,7 +98,7 @@ def load_dataset(ds: DatasetConfig) -> dict[str, pd.DataFrame]:
     if ds.adapter == "contract":
         tables = contract.load(*paths, resolve_path(ds.queries_path) if ds.queries_path else None,
                                encoding=ds.encoding, judged_at=ds.judged_at, label_map=ds.label_map,
-                               label_cuts=ds.label_cuts)
+                               label_cuts=ds.label_cuts, label_range=ds.label_range)
     else:
         tables = ADAPTERS[ds.adapter](*paths, encoding=ds.encoding, judged_at=ds.judged_at)
     if ds.max_queries is not None:

@@ -23,7 +23,8 @@ Grades from a label:
   number of cuts at or below the label, so ``[1.5, 2.0, 2.5]`` on a 1..3 mean rating is
   Home Depot's rule (< 1.5 -> 0, < 2.0 -> 1, < 2.5 -> 2, else 3) and ``[1, 2, 3]`` on a
   0..4 scale maps 0 -> 0, 1 -> 1, 2 -> 2, 3 and 4 -> 3. ``raw_score`` keeps the number, so
-  the grading report also measures RMSE on your scale.
+  the grading report also measures RMSE on your scale. ``label_range: [low, high]``
+  declares the scale: a numeric label outside it is refused, naming its line.
 
 Rules: ids are strings; a query's id is ``q`` + the first 16 hex of the sha1 of its
 normalized text unless the queries file gives one; splits follow relgrade's split rule
@@ -84,9 +85,32 @@ def read_frame(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     return df
 
 
+def row_place(path: Path, index) -> str:
+    """Where data row ``index`` (0-based, as read) sits in its file: its line in a text
+    file (the header is line 1), its row in a Parquet file."""
+    name = Path(path).name.lower()
+    return f"row {int(index) + 1}" if name.endswith((".parquet", ".pq")) else f"line {int(index) + 2}"
+
+
+def check_label_range(labels: pd.Series, label_range: list[float] | None, path: Path) -> None:
+    """Refuse a numeric label outside the declared scale ``dataset.label_range``, naming
+    the first one's line."""
+    if not label_range:
+        return
+    lo, hi = float(label_range[0]), float(label_range[1])
+    num = pd.to_numeric(labels, errors="coerce")
+    out = num.notna() & ~num.between(lo, hi)
+    if out.any():
+        first = out[out].index[0]
+        raise ContractError(f"{path}: {int(out.sum())} label(s) outside dataset.label_range [{lo:g}, {hi:g}], "
+                            f"first on {row_place(path, first)}: {labels.loc[first]!r}; fix the label, or declare "
+                            "your scale in dataset.label_range")
+
+
 def grades_from_labels(labels: pd.Series, label_map: dict | None, label_cuts: list[float] | None,
-                       path: Path) -> tuple[pd.Series, pd.Series]:
-    """(grade, raw_score) per row from the source's label."""
+                       path: Path, label_range: list[float] | None = None) -> tuple[pd.Series, pd.Series]:
+    """(grade, raw_score) per row from the source's label; numeric labels (``label_cuts``)
+    outside ``label_range`` are refused."""
     if label_map:
         lab = labels.astype(str).str.strip()
         grade = lab.map({str(k): int(v) for k, v in label_map.items()})
@@ -101,7 +125,8 @@ def grades_from_labels(labels: pd.Series, label_map: dict | None, label_cuts: li
         bad = num.isna()
         if bad.any():
             raise ContractError(f"{path}: {int(bad.sum())} label(s) are not numbers (dataset.label_cuts maps "
-                                f"numeric labels), e.g. {labels[bad].iloc[0]!r}")
+                                f"numeric labels), e.g. {labels[bad].iloc[0]!r} on {row_place(path, bad[bad].index[0])}")
+        check_label_range(labels, label_range, path)
         cuts = np.asarray(label_cuts, dtype=float)
         grade = np.searchsorted(cuts, num.to_numpy(dtype=float) + 1e-12, side="right")
         return pd.Series(np.clip(grade, 0, 3), index=labels.index, dtype="int64"), num.astype("float64")
@@ -113,7 +138,8 @@ SEGMENTS = ("head", "torso", "tail")
 
 
 def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = None, encoding: str = "utf-8",
-         judged_at=None, label_map: dict | None = None, label_cuts: list[float] | None = None) -> dict[str, pd.DataFrame]:
+         judged_at=None, label_map: dict | None = None, label_cuts: list[float] | None = None,
+         label_range: list[float] | None = None) -> dict[str, pd.DataFrame]:
     cat = read_frame(catalog_path, encoding)
     require_columns(cat, ["item_id", "title"], catalog_path)
     cat["item_id"] = cat["item_id"].astype(str)
@@ -165,11 +191,13 @@ def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = N
             raise ContractError(f"{judgments_path}: {int(bad.sum())} grade(s) outside 0..3, e.g. {j.loc[bad, 'grade'].iloc[0]!r}"
                                 "; give your own scale as `label` with dataset.label_map or dataset.label_cuts")
         grade = g.astype("int64")
+        if "label" in j.columns:
+            check_label_range(j["label"], label_range, judgments_path)
         raw_label = j["label"].astype(str) if "label" in j.columns else j["grade"].astype(str)
         raw_score = pd.to_numeric(j["label"], errors="coerce").astype("float64") if "label" in j.columns \
             else pd.Series(np.nan, index=j.index)
     else:
-        grade, raw_score = grades_from_labels(j["label"], label_map, label_cuts, judgments_path)
+        grade, raw_score = grades_from_labels(j["label"], label_map, label_cuts, judgments_path, label_range)
         raw_label = j["label"].astype(str)
     j = pd.DataFrame({"query_id": j["query_id"].astype(str), "item_id": j["item_id"].astype(str), "grade": grade,
                       "raw_label": raw_label, "raw_score": raw_score, "source": "contract",

@@ -452,3 +452,56 @@ def test_html_entities_are_decoded_at_ingest():
     assert raw_has > 0  # the bundled source keeps entities ...
     dec = decode_entities(hd)["catalog"]["title"]
     assert dec.str.contains(r"&(?:#\d+|quot|amp|lt|gt);", regex=True).sum() < raw_has  # ... and ingest decodes them
+
+
+# --------------------------------------------------------------------------- the contract's label scale
+
+
+def _contract_files(tmp_path: Path, labels: list[str], suffix: str = ".csv") -> tuple[Path, Path]:
+    cat = pd.DataFrame({"item_id": ["1", "2", "3"], "title": ["a drill", "a saw", "a lamp"]})
+    j = pd.DataFrame({"query": ["drill", "saw", "lamp"][:len(labels)], "item_id": ["1", "2", "3"][:len(labels)],
+                      "label": labels})
+    cp, jp = tmp_path / "catalog.csv", tmp_path / f"judgments{suffix}"
+    cat.to_csv(cp, index=False)
+    j.to_parquet(jp, index=False) if suffix == ".parquet" else j.to_csv(jp, index=False)
+    return cp, jp
+
+
+def test_a_label_outside_the_declared_scale_is_refused_with_its_line(tmp_path):
+    cp, jp = _contract_files(tmp_path, ["3", "1", "7.5"])
+    ds = DatasetConfig(adapter="contract", catalog_path=str(cp), judgments_path=str(jp), encoding="utf-8",
+                       label_cuts=[1.5, 2.0, 2.5], label_range=[1, 3])
+    with pytest.raises(ContractError, match=r"judgments.csv: 1 label\(s\) outside dataset.label_range \[1, 3\], "
+                                            r"first on line 4: '7.5'"):
+        load_dataset(ds)
+    # without the declared scale the same file lands (7.5 is grade 3), as before
+    assert load_dataset(ds.model_copy(update={"label_range": None}))["judgments"]["grade"].tolist() == [3, 0, 3]
+    # the ends of the scale are inside it
+    cp, jp = _contract_files(tmp_path, ["3", "1", "2"])
+    assert load_dataset(ds)["judgments"]["grade"].tolist() == [3, 0, 2]
+    # a Parquet file names the row; a `grade` column does not exempt a `label` beside it
+    cp, jp = _contract_files(tmp_path, ["0.5", "2", "3"], ".parquet")
+    with pytest.raises(ContractError, match=r"first on row 1: '0.5'"):
+        load_dataset(ds.model_copy(update={"judgments_path": str(jp)}))
+    j = pd.read_csv(_contract_files(tmp_path, ["3", "9", "2"])[1]).assign(grade=[3, 3, 2])
+    j.to_csv(tmp_path / "graded.csv", index=False)
+    with pytest.raises(ContractError, match="first on line 3: '9'"):
+        contract.load(cp, tmp_path / "graded.csv", label_range=[1, 3])
+
+
+def test_label_range_must_be_low_then_high():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="low < high"):
+        DatasetConfig(adapter="contract", label_range=[3, 1])
+    with pytest.raises(ValidationError):
+        DatasetConfig(adapter="contract", label_range=[1, 2, 3])
+
+
+def test_home_depot_paths_are_the_homedepot_adapters_defaults_only():
+    hd = DatasetConfig()
+    assert hd.path == "data/homedepot/train.csv.zip" and hd.blind_ratings_path == "data/homedepot/blind_ratings.csv"
+    assert DatasetConfig(adapter="homedepot", blind_ratings_path=None).blind_ratings_path is None
+    for adapter in ("contract", "esci", "wands"):
+        ds = DatasetConfig(adapter=adapter)
+        assert ds.path is None and ds.blind_ratings_path is None, adapter
