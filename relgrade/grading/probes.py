@@ -11,6 +11,8 @@ of the ``relevance_grade_fv`` suite so that a shifted teacher cannot publish):
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -174,19 +176,29 @@ def blind_grade(mean_rating: np.ndarray) -> np.ndarray:
     return np.select([r < 1.5 - 1e-9, r < 2.0 - 1e-9, r < 2.5 - 1e-9], [0, 1, 2], default=3)
 
 
-def blind_agreement(cfg, grades: pd.DataFrame) -> dict | None:
+def blind_not_available(reason: str) -> dict:
+    """The blind-rating audit's entry when there is nothing to audit against."""
+    return {"available": False, "reason": reason}
+
+
+def blind_agreement(cfg, grades: pd.DataFrame) -> dict:
     """The published grades against the blind ratings of ``dataset.blind_ratings_path``
     (pairs of dev queries rated from query and title alone): overall and per band for the
     unjudged union pairs, and the raters' own agreement with the human grades on the
-    judged ones. None without the file or without overlap."""
-    path = cfg.resolve(cfg.dataset.blind_ratings_path) if cfg.dataset.blind_ratings_path else None
-    if path is None or not path.exists():
-        return None
+    judged ones. Without a file (the bundled one is adapter homedepot's default only), or
+    without overlap: ``available`` False and the reason."""
+    if not cfg.dataset.blind_ratings_path:
+        return blind_not_available("no blind ratings configured (dataset.blind_ratings_path)")
+    path = cfg.resolve(cfg.dataset.blind_ratings_path)
+    if not path.exists():
+        logging.getLogger("relgrade.grading").warning("dataset.blind_ratings_path %s does not exist: "
+                                                      "blind-rating audit not available", path)
+        return blind_not_available(f"dataset.blind_ratings_path {path} does not exist")
     b = pd.read_csv(path, dtype={"query_id": str, "item_id": str})
     b["blind_grade"] = blind_grade(b[["r1", "r2", "r3"]].mean(axis=1))
     m = b.merge(grades[["query_id", "item_id", "grade", "expected_grade"]], on=["query_id", "item_id"], how="inner")
     if len(m) == 0:
-        return None
+        return blind_not_available(f"no pair of {path} is among the graded pairs")
 
     def agree(d: pd.DataFrame) -> dict:
         bg, g = d["blind_grade"].to_numpy(dtype=int), d["grade"].to_numpy(dtype=int)

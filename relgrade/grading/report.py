@@ -105,6 +105,23 @@ def _examples(grades: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame
     return rows
 
 
+def blind_section(blind: dict | None) -> str:
+    """The report's blind-rating audit: the published grades against the blind ratings,
+    or why there are none to compare with ("not available")."""
+    cols_b = ["group", "pairs", "qwk", "binary", "exact", "mean_grade", "mean_blind_grade", "grade_0", "blind_grade_0"]
+    if blind and blind.get("unjudged"):
+        order = {b: i for i, b in enumerate(["1-5", "6-10", "11-25", "26-50", "51-100"])}
+        by_band = sorted(blind["unjudged_by_band"], key=lambda r: order.get(r["group"], 99))
+        return ("<h3>Blind-rated union pairs of dev queries</h3><p>Rated from query and title alone by three "
+                "raters (instances of one AI assistant; data/homedepot/PROVENANCE.md), mean rating mapped by the "
+                "source's rule. Published grades against them:</p>"
+                + table([{"group": "all unjudged", **blind["unjudged"]}] + by_band, cols_b)
+                + (table([{"group": "judged pairs (raters vs published)", **blind["judged"]}], cols_b)
+                   if blind.get("judged") else ""))
+    why = (blind or {}).get("reason") or "no blind-rated unjudged pair among the graded pairs"
+    return f"<h3>Blind-rated union pairs</h3><p>Not available: {html.escape(why)}.</p>"
+
+
 def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, union: pd.DataFrame,
                  queries: pd.DataFrame, catalog: pd.DataFrame) -> dict[str, str]:
     out_dir = Path(out_dir)
@@ -137,19 +154,7 @@ def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, u
               "dev share reaching it": ch["dev_reach"][int(k) - 1]} for k, v in u["reach_share"].items()]
     teach = [{"stage": k, **v} for k, v in summary["teachers"].items()]
     pr = summary["probes"]
-    blind = pr.get("blind_rated_pairs")
-    cols_b = ["group", "pairs", "qwk", "binary", "exact", "mean_grade", "mean_blind_grade", "grade_0", "blind_grade_0"]
-    if blind and blind.get("unjudged"):
-        order = {b: i for i, b in enumerate(["1-5", "6-10", "11-25", "26-50", "51-100"])}
-        by_band = sorted(blind["unjudged_by_band"], key=lambda r: order.get(r["group"], 99))
-        blind_html = ("<h3>Blind-rated union pairs of dev queries</h3><p>Rated from query and title alone by three "
-                      "raters (instances of one AI assistant; data/homedepot/PROVENANCE.md), mean rating mapped by the "
-                      "source's rule. Published grades against them:</p>"
-                      + table([{"group": "all unjudged", **blind["unjudged"]}] + by_band, cols_b)
-                      + (table([{"group": "judged pairs (raters vs published)", **blind["judged"]}], cols_b)
-                         if blind.get("judged") else ""))
-    else:
-        blind_html = ""
+    blind_html = blind_section(pr.get("blind_rated_pairs"))
     judge = summary.get("llm_judge") or {}
     if judge.get("enabled"):
         jm = m.get("llm_judge_alone") or {}
