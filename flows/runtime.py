@@ -13,7 +13,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,6 +63,88 @@ def is_data_error(exc: BaseException) -> bool:
     from validation.gate import ValidationFailed
 
     return isinstance(exc, (ContractError, ValidationFailed))
+
+
+# --------------------------------------------------------------------------- bad input on the terminal
+def input_error_types() -> tuple[type[BaseException], ...]:
+    """relgrade's own refusals of what a user gives it: the data contract, the
+    configuration and the validation gate."""
+    from relgrade.config import ConfigError
+    from relgrade.contract import ContractError
+    from validation.gate import ValidationFailed
+
+    return (ContractError, ConfigError, ValidationFailed)
+
+
+def input_error_of(exc: BaseException | None) -> BaseException | None:
+    """The input error ``exc`` is or wraps (through ``__cause__``, ``__context__`` and a
+    Ray task error's ``cause``), else None."""
+    types, seen = input_error_types(), set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, types):
+            return exc
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
+    return None
+
+
+def _input_error_names() -> set[str]:
+    names, stack = set(), list(input_error_types())
+    while stack:
+        t = stack.pop()
+        names.add(t.__name__)
+        stack += t.__subclasses__()
+    return names
+
+
+class QuietInputErrors(logging.Filter):
+    """A terminal handler's filter: drops Prefect's reports of a task or flow run that
+    failed on an input error (its traceback, and the "Finished in state Failed(...)" line
+    that names the error), so the command's own short message is what the user reads.
+    Every other record passes; the run log (a file handler) keeps them all."""
+
+    _STATE = re.compile(r"encountered an exception:? (?:[\w.]+\.)?(\w+):")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = _input_error_names()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        drop = input_error_of(exc) is not None
+        if not drop and record.name.startswith("prefect"):
+            m = self._STATE.search(record.getMessage())
+            drop = bool(m and m.group(1) in self.names)
+        self.dropped += drop
+        return not drop
+
+
+def terminal_handlers() -> list[logging.Handler]:
+    """The handlers that write to the terminal: stream handlers (not files) of the root
+    logger and of Prefect's loggers; pytest's capture handlers are left alone."""
+    out = []
+    for name in (None, "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for h in logging.getLogger(name).handlers:
+            if (isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                    and not type(h).__module__.startswith("_pytest") and h not in out):
+                out.append(h)
+    return out
+
+
+@contextmanager
+def quiet_input_errors(enabled: bool = True):
+    """While it runs, :class:`QuietInputErrors` filters the terminal's handlers (yields
+    the filter; ``enabled`` False, for --debug, leaves everything on the terminal)."""
+    f = QuietInputErrors()
+    handlers = terminal_handlers() if enabled else []
+    for h in handlers:
+        h.addFilter(f)
+    try:
+        yield f
+    finally:
+        for h in handlers:
+            h.removeFilter(f)
 
 
 def retry_io_only(task, task_run, state) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,6 +23,19 @@ app = typer.Typer(
     "the profile's data root.",
 )
 
+_STATE = {"debug": False}
+
+
+def _debug() -> bool:
+    return _STATE["debug"] or os.environ.get("RELGRADE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="On an error, show the full traceback (Prefect's "
+                                     "task and flow logs included); also RELGRADE_DEBUG=1.")):
+    _STATE["debug"] = debug
+
+
 ProfileOpt = typer.Option("default", "--profile", "-p", help="Config profile from configs/relgrade.yaml (default, quick, ...).")
 DataRootOpt = typer.Option(None, "--data-root", help="Override the profile's data root folder.")
 ConfigOpt = typer.Option(None, "--config", "-c", help="A config file of your own: overrides of the defaults "
@@ -29,8 +43,6 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="A config file of your own
 
 
 def _setup(profile: str, data_root: Optional[str], name: str, config: Optional[Path] = None):
-    import os
-
     from flows.runtime import get_config, log_to_file
     from relgrade.config import ConfigError
 
@@ -40,8 +52,7 @@ def _setup(profile: str, data_root: Optional[str], name: str, config: Optional[P
     try:
         cfg = get_config(profile, overrides)
     except ConfigError as exc:
-        typer.secho(f"relgrade: bad configuration:\n{exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        _refuse(exc, name)
     if name not in ("features", "label", "serve"):  # commands that run flows: a Prefect server tied to this process
         from flows.runtime import start_server
 
@@ -54,32 +65,135 @@ def _setup(profile: str, data_root: Optional[str], name: str, config: Optional[P
 
 
 INPUT_SUITES = {"catalog", "queries", "judgments", "events"}  # suites of data a user brings
+MAX_LINES = 10  # a refusal's message on the terminal, at most
+# settings that name an input file: a refusal naming the file says which one it is
+FILE_SETTINGS = ("dataset.path", "dataset.products_path", "dataset.labels_path", "dataset.catalog_path",
+                 "dataset.judgments_path", "dataset.queries_path", "dataset.blind_ratings_path",
+                 "engagement.log_path", "mining.external_path", "attributes.gold_path")
 
 
-def _run(fn, *args, stage: str = "relgrade", **kw):
-    """Run a flow and say plainly what went wrong, without a traceback on the terminal
-    (the run log keeps it): bad input (exit 1), a stage output its validation gate
-    refused (exit 1), a stage run before the one it needs (exit 2), or a failure inside
-    the stage, with its reason (exit 1)."""
-    import logging
+def _config_source(profile: str | None = None) -> str:
+    return os.environ.get("RELGRADE_CONFIG") or f"profile {profile or 'default'} of configs/relgrade.yaml"
 
-    from relgrade.contract import ContractError
+
+def _setting_of(cfg, path: str) -> str | None:
+    """The config key whose value is the file ``path`` (None when none is)."""
+    try:
+        target = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    for key in FILE_SETTINGS:
+        section, field = key.split(".")
+        value = getattr(getattr(cfg, section, None), field, None)
+        if isinstance(value, str) and cfg.resolve(value) == target:
+            return key
+    return None
+
+
+def _refusal_lines(exc: BaseException, stage: str, cfg=None, log_path: Path | None = None) -> tuple[list[str], int]:
+    """What the terminal shows for an input error (at most MAX_LINES lines: what was
+    refused, the file or setting, what is wrong, a hint, where the details are) and the
+    exit status."""
+    import re
+
+    from relgrade.config import ConfigError
     from validation.gate import ValidationFailed
 
+    more = "details: rerun with `relgrade --debug ...` (or RELGRADE_DEBUG=1) for the traceback"
+    if log_path is not None:
+        more += f"; run log {log_path}"
+    if isinstance(exc, ConfigError):
+        problems = str(exc).splitlines() or [type(exc).__name__]
+        shown = problems[:MAX_LINES - 4] + ([f"  ... and {len(problems) - (MAX_LINES - 4)} more"]
+                                            if len(problems) > MAX_LINES - 4 else [])
+        return ([f"relgrade {stage}: bad configuration, nothing was run:"] + [f"  {p}" for p in shown]
+                + ["  hint: fix the key or value in that file; `relgrade config --config FILE` prints every "
+                   "setting with its value", f"  {more}"], 2)
+    if isinstance(exc, ValidationFailed):
+        rep = exc.report
+        user = rep.suite in INPUT_SUITES
+        head = (f"relgrade {stage}: input refused by validation (suite {rep.suite}), nothing was written:" if user
+                else f"relgrade {stage}: its output failed validation (suite {rep.suite}), nothing was written:")
+        summary = rep.summary().splitlines()
+        page = [ln for ln in summary if ln.strip().startswith("validation page:")]
+        failed = [ln for ln in summary[1:] if ln not in page]
+        room = MAX_LINES - 4 - len(page)
+        failed = failed[:room] + ([f"  ... and {len(failed) - room} more failed expectation(s)"]
+                                  if len(failed) > room else [])
+        hint = ("  hint: the validation page shows each failed expectation; docs/own_data.md, 'What each error "
+                "means', says what to fix" if user else "  hint: the stage's report and the validation page say why")
+        return [head, f"  {summary[0]}", *[f"  {ln.strip()}" for ln in failed], *[f"  {ln.strip()}" for ln in page],
+                hint, f"  {more}"][:MAX_LINES], (2 if user else 1)
+    # ContractError: "<file>: what is wrong[; how to fix it]" (or a message naming a setting)
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    lines = [f"relgrade {stage}: input refused, nothing was written:"]
+    m = re.match(r"(?:input file not found: )?((?:/|~)[^:]*?)(?:: (.*))?$", msg)
+    if m:
+        path, what = m.group(1), m.group(2) or "not found"
+        setting = _setting_of(cfg, path) if cfg is not None else None
+        lines.append(f"  file   : {path}" + (f"  (setting {setting}, {_config_source(cfg.profile)})" if setting else ""))
+        lines.append(f"  problem: {what}")
+        hint = ("fix the file" + (f", or point {setting} at another" if setting else "")
+                + "; what each file holds: `relgrade contract` and docs/own_data.md")
+    else:
+        lines.append(f"  problem: {msg}")
+        hint = "docs/own_data.md says what each setting and file needs"
+    return lines + [f"  hint   : {hint}", f"  {more}"], 2
+
+
+def _run_log_handler(log_path: Path | None) -> logging.Handler | None:
+    """The run log's file handler (:func:`flows.runtime.log_to_file` put it on "relgrade")."""
+    for h in logging.getLogger("relgrade").handlers:
+        if log_path is not None and isinstance(h, logging.FileHandler) and h.baseFilename == str(log_path):
+            return h
+    return None
+
+
+def _refuse(exc: BaseException, stage: str, cfg=None, log_path: Path | None = None):
+    """Print an input error in a few lines (the traceback too with --debug) and exit;
+    the run log gets the traceback."""
+    from flows.runtime import quiet_input_errors
+
+    if _run_log_handler(log_path) is not None:
+        with quiet_input_errors():  # to the run log only
+            logging.getLogger("relgrade").error("%s: input refused", stage, exc_info=exc)
+    lines, code = _refusal_lines(exc, stage, cfg, log_path)
+    typer.secho("\n".join(lines), fg="red", err=True)
+    if _debug():
+        import traceback
+
+        typer.echo("".join(traceback.format_exception(exc)), err=True)
+    raise typer.Exit(code) from None
+
+
+def _run(fn, *args, stage: str = "relgrade", setup: tuple | None = None, **kw):
+    """Run a flow and say plainly what went wrong, without a traceback on the terminal
+    (the run log keeps it; --debug shows it): bad input, a refused configuration or an
+    input batch the validation gate refused (a few lines, exit 2; Prefect's own report of
+    the failed task and flow runs is kept off the terminal), a stage output its gate
+    refused (exit 1), a stage run before the one it needs (exit 2), or a failure inside
+    the stage, with its reason (exit 1). ``setup``: ``(cfg, log_path)`` of :func:`_setup`,
+    for the message."""
+    import logging
+
+    from flows.runtime import input_error_of, quiet_input_errors
+
+    cfg, log_path = setup or (None, None)
+    run_log = _run_log_handler(log_path)
+    prefect_log = logging.getLogger("prefect")
+    if run_log is not None and run_log not in prefect_log.handlers:
+        prefect_log.addHandler(run_log)  # Prefect's logging setup, on its import, took it off
     try:
-        return fn(*args, **kw)
-    except ValidationFailed as exc:
-        what = ("input rejected" if exc.report.suite in INPUT_SUITES
-                else f"{stage}: its output failed validation (suite {exc.report.suite})")
-        typer.secho(f"\nrelgrade {what}, nothing was written:\n{exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    except ContractError as exc:
-        typer.secho(f"\nrelgrade {stage}: input rejected, nothing was written:\n{exc}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    except FileNotFoundError as exc:
-        typer.secho(f"\nrelgrade {stage}: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except Exception as exc:  # noqa: BLE001 - a defect inside the stage: report it as such
+        with quiet_input_errors(enabled=not _debug()):
+            return fn(*args, **kw)
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        bad = input_error_of(exc)
+        if bad is not None:
+            _refuse(bad, stage, cfg, log_path)
+        if isinstance(exc, FileNotFoundError):
+            typer.secho(f"\nrelgrade {stage}: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        # a defect inside the stage: report it as such
         logging.getLogger("relgrade").exception("%s failed", stage)
         typer.secho(f"\nrelgrade {stage} failed: {type(exc).__name__}: {exc}\n(traceback in the run log)",
                     fg="red", err=True)
@@ -96,7 +210,7 @@ def _stage(stage: str, profile: str, data_root: Optional[str], config: Optional[
 
     cfg, ov, log_path = _setup(profile, data_root, stage, config)
     flow_fn = getattr(importlib.import_module(f"flows.{stage}"), f"{stage}_flow")
-    result = _run(flow_fn, profile, ov, stage=stage, **flow_kwargs)
+    result = _run(flow_fn, profile, ov, stage=stage, setup=(cfg, log_path), **flow_kwargs)
     text = json.dumps(show(result), default=str, indent=indent)
     typer.echo(text[:limit] if limit else text)
     _where(cfg, log_path)
@@ -212,10 +326,12 @@ def experiments(
     if budgets:
         from flows.runtime import get_config
 
-        cfg = get_config(profile, {**(ov or {}), "training": {"budget_multipliers": list(budgets)}})
+        cfg = _run(get_config, profile, {**(ov or {}), "training": {"budget_multipliers": list(budgets)}},
+                   stage="experiments", setup=(cfg, log_path))
     from training.experiments import run_experiments
 
-    result = _run(run_experiments, cfg, stage="experiments", only=only or None, reuse=not retrain)
+    result = _run(run_experiments, cfg, stage="experiments", setup=(cfg, log_path), only=only or None,
+                  reuse=not retrain)
     typer.echo(json.dumps({k: result[k] for k in ("metrics", "targets", "data_scaling", "step_budget", "report")}, default=str, indent=1)[:8000])
     _where(cfg, log_path)
 
@@ -277,7 +393,7 @@ def pipeline(
     cfg, ov, log_path = _setup(profile, data_root, "pipeline", config)
     from flows.pipeline import pipeline_flow
 
-    result = _run(pipeline_flow, profile, ov, stage="pipeline", until=until)
+    result = _run(pipeline_flow, profile, ov, stage="pipeline", setup=(cfg, log_path), until=until)
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "locations"}, default=str)[:4000])
     _where(cfg, log_path)
 
@@ -348,9 +464,13 @@ def features(
     from relgrade.featurestore import historical_features
     from relgrade.io import write_parquet_atomic
 
-    ent = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities, dtype={"query_id": str, "item_id": str})
-    ent["event_timestamp"] = pd.to_datetime(ent["event_timestamp"], utc=True)
-    df = historical_features(cfg, ent, feature or None)
+    def join() -> pd.DataFrame:
+        ent = (pd.read_parquet(entities) if entities.suffix == ".parquet"
+               else pd.read_csv(entities, dtype={"query_id": str, "item_id": str}))
+        ent["event_timestamp"] = pd.to_datetime(ent["event_timestamp"], utc=True)
+        return historical_features(cfg, ent, feature or None)
+
+    df = _run(join, stage="features", setup=(cfg, None))
     write_parquet_atomic(df, out)
     typer.echo(f"{len(df)} rows -> {out}")
 
@@ -372,7 +492,7 @@ def label(
     if out.suffix.lower() not in (".csv", ".parquet"):
         typer.secho(f"relgrade label: --out must end in .csv or .parquet, got {out}", fg="red", err=True)
         raise typer.Exit(2)
-    df = _run(lambda: label_pairs(cfg, read_pairs(pairs)), stage="label")
+    df = _run(lambda: label_pairs(cfg, read_pairs(pairs)), stage="label", setup=(cfg, None))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix.lower() == ".csv":
@@ -394,12 +514,15 @@ dataset:
   judgments_path: data/judgments.csv      # query (or query_id), item_id, label (or grade 0..3)
   queries_path: null                      # optional: query_id, text [, split]
   encoding: utf-8
-  label_cuts: [1.5, 2.0, 2.5]             # numeric labels -> grades 0..3 (or label_map for categories)
+  label_cuts: {label_cuts}             # numeric labels -> grades 0..3 (or label_map for categories)
+  label_range: {label_range}             # your labels' scale [low, high]: a label outside it is refused
 engagement:
   source: log                             # your search log instead of the simulator
   log_path: data/events.csv.gz            # event_ts, search_id, query (or query_id), item_id, position, ...
 mining:
   snapshot_ts: "{snapshot}"   # the instant your log ends: mining snapshot and training cut
+attributes:
+  gold_path: null                         # optional: your hand-tagged dev/test queries (docs/attributes.md)
 """
 
 INIT_README = """# A relgrade project
@@ -448,8 +571,13 @@ def init(
     if example:
         for name in ("catalog.csv", "judgments.csv", "events.csv.gz"):
             shutil.copy2(src / name, folder / "data" / name)
+    import yaml
+
     snapshot = (src / "SNAPSHOT").read_text().strip()
-    (folder / "relgrade.yaml").write_text(INIT_CONFIG.format(name="relgrade.yaml", snapshot=snapshot))
+    scale = yaml.safe_load((src / "LABELS.yaml").read_text())  # the example's 1..3 scale and its cuts
+    (folder / "relgrade.yaml").write_text(INIT_CONFIG.format(
+        name="relgrade.yaml", snapshot=snapshot, label_cuts=json.dumps(scale["label_cuts"]),
+        label_range=json.dumps(scale["label_range"])))
     (folder / "README.md").write_text(INIT_README)
     typer.echo(f"project created in {folder}:\n  {folder / 'relgrade.yaml'}\n  {folder / 'README.md'}\n"
                f"  {folder / 'data'}/\nrun: relgrade pipeline --config {folder / 'relgrade.yaml'}")
@@ -459,8 +587,6 @@ def init(
 def show_config(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
                 config: Optional[Path] = ConfigOpt):
     """Print the resolved configuration of a profile (defaults + profile + your file) as YAML."""
-    import os
-
     import yaml
 
     from relgrade.config import ConfigError, load_config
@@ -470,8 +596,7 @@ def show_config(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOp
     try:
         cfg = load_config(profile, overrides={"data_root": data_root} if data_root else None)
     except ConfigError as exc:
-        typer.secho(f"relgrade: bad configuration:\n{exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        _refuse(exc, "config")
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
