@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import logging
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -85,49 +86,10 @@ def position_bias_curve(
         raise ValueError("position_bias_curve: empty events")
     max_pos = int(pos.max())
     clicks = pd.to_numeric(events["click"]).to_numpy(np.float64)
-    qc, _ = _codes(events["query_id"])
-    ic, _ = _codes(events["item_id"])
-    ad = (events["slot"].astype(str).to_numpy() == "ad") if "slot" in events else np.zeros(len(pos), bool)
-    unit = (qc * (int(ic.max()) + 1) + ic) * 2 + ad
-    cell_key = unit * (max_pos + 1) + pos
-    cells, inv = np.unique(cell_key, return_inverse=True)
-    n = np.bincount(inv).astype(np.float64)
-    c = np.bincount(inv, weights=clicks)
-    cell_unit = cells // (max_pos + 1)
-    cell_pos = (cells % (max_pos + 1)).astype(np.int64)
-    # keep units seen at >= 2 distinct positions
-    u_codes, u_inv = np.unique(cell_unit, return_inverse=True)
-    u_imps = np.bincount(u_inv, weights=n)
-    multi = np.bincount(u_inv) >= 2
-    ok = multi & (u_imps >= min_unit_impressions)
-    if ok.sum() < 2:
-        ok = multi
-    keep = ok[u_inv]
+    n, c, cell_pos, u_inv, keep = _harvested_cells(events, pos, clicks, max_pos, min_unit_impressions)
     curve = np.full(max_pos + 1, np.nan)
     if keep.sum() >= 2:
-        n, c, p = n[keep], c[keep], cell_pos[keep]
-        _, uu = np.unique(u_inv[keep], return_inverse=True)
-        n_pos = np.bincount(p, weights=n, minlength=max_pos + 1)
-        n_unit = np.bincount(uu, weights=n)
-        # start from the naive click-rate ratio and each unit's own click rate
-        theta = np.bincount(p, weights=c, minlength=max_pos + 1) / np.maximum(n_pos, 1)
-        theta = np.clip(theta / max(theta.max(), 1e-12), 1e-3, 1.0)
-        gamma = np.clip(np.bincount(uu, weights=c) / n_unit / 0.5, 1e-3, 0.999)
-        nc = n - c
-        for it in range(max_iter):
-            th, ga = theta[p], gamma[uu]
-            den = np.maximum(1.0 - th * ga, 1e-12)
-            e_exam = c + nc * th * (1.0 - ga) / den
-            e_attr = c + nc * (1.0 - th) * ga / den
-            new_theta = np.where(n_pos > 0, np.bincount(p, weights=e_exam, minlength=max_pos + 1) / np.maximum(n_pos, 1), theta)
-            new_gamma = np.bincount(uu, weights=e_attr) / n_unit
-            new_theta, new_gamma = np.clip(new_theta, 1e-6, 1.0), np.clip(new_gamma, 1e-6, 1.0)
-            delta = np.nanmax(np.abs(new_theta[1:] / new_theta[1] - theta[1:] / theta[1]))
-            theta, gamma = new_theta, new_gamma
-            if delta < tol:
-                break
-        log.info("position bias EM: %d cells, %d iterations", len(n), it + 1)
-        curve = np.where(n_pos > 0, theta, np.nan)
+        curve = _em_theta(n[keep], c[keep], cell_pos[keep], u_inv[keep], max_pos, max_iter, tol)
     if not np.isfinite(curve[1]):
         # no position-1 data among harvested units: fall back to naive click-rate ratios
         n_pos = np.bincount(pos, minlength=max_pos + 1).astype(np.float64)
@@ -141,6 +103,54 @@ def position_bias_curve(
     return pd.Series(rel, index=pd.Index(np.arange(1, max_pos + 1), name="position"), name="propensity")
 
 
+def _harvested_cells(events: pd.DataFrame, pos: np.ndarray, clicks: np.ndarray, max_pos: int, min_unit_impressions: int):
+    """(unit, position) cells: impressions, clicks, position, unit index, and which cells the EM fit keeps."""
+    qc, _ = _codes(events["query_id"])
+    ic, _ = _codes(events["item_id"])
+    ad = (events["slot"].astype(str).to_numpy() == "ad") if "slot" in events else np.zeros(len(pos), bool)
+    unit = (qc * (int(ic.max()) + 1) + ic) * 2 + ad
+    cell_key = unit * (max_pos + 1) + pos
+    cells, inv = np.unique(cell_key, return_inverse=True)
+    n = np.bincount(inv).astype(np.float64)
+    c = np.bincount(inv, weights=clicks)
+    cell_unit = cells // (max_pos + 1)
+    cell_pos = (cells % (max_pos + 1)).astype(np.int64)
+    # keep units seen at >= 2 distinct positions
+    _, u_inv = np.unique(cell_unit, return_inverse=True)
+    u_imps = np.bincount(u_inv, weights=n)
+    multi = np.bincount(u_inv) >= 2
+    ok = multi & (u_imps >= min_unit_impressions)
+    if ok.sum() < 2:
+        ok = multi
+    return n, c, cell_pos, u_inv, ok[u_inv]
+
+
+def _em_theta(n: np.ndarray, c: np.ndarray, p: np.ndarray, u_inv: np.ndarray, max_pos: int, max_iter: int, tol: float) -> np.ndarray:
+    """EM fit of the position-based model on the kept cells: theta by position (NaN where no impression)."""
+    _, uu = np.unique(u_inv, return_inverse=True)
+    n_pos = np.bincount(p, weights=n, minlength=max_pos + 1)
+    n_unit = np.bincount(uu, weights=n)
+    # start from the naive click-rate ratio and each unit's own click rate
+    theta = np.bincount(p, weights=c, minlength=max_pos + 1) / np.maximum(n_pos, 1)
+    theta = np.clip(theta / max(theta.max(), 1e-12), 1e-3, 1.0)
+    gamma = np.clip(np.bincount(uu, weights=c) / n_unit / 0.5, 1e-3, 0.999)
+    nc = n - c
+    for it in range(max_iter):
+        th, ga = theta[p], gamma[uu]
+        den = np.maximum(1.0 - th * ga, 1e-12)
+        e_exam = c + nc * th * (1.0 - ga) / den
+        e_attr = c + nc * (1.0 - th) * ga / den
+        new_theta = np.where(n_pos > 0, np.bincount(p, weights=e_exam, minlength=max_pos + 1) / np.maximum(n_pos, 1), theta)
+        new_gamma = np.bincount(uu, weights=e_attr) / n_unit
+        new_theta, new_gamma = np.clip(new_theta, 1e-6, 1.0), np.clip(new_gamma, 1e-6, 1.0)
+        delta = np.nanmax(np.abs(new_theta[1:] / new_theta[1] - theta[1:] / theta[1]))
+        theta, gamma = new_theta, new_gamma
+        if delta < tol:
+            break
+    log.info("position bias EM: %d cells, %d iterations", len(n), it + 1)
+    return np.where(n_pos > 0, theta, np.nan)
+
+
 # --------------------------------------------------------------------------- features
 def _window_sums(cum: np.ndarray, key: np.ndarray, unit: np.ndarray, day: np.ndarray, w: int, stride: int) -> np.ndarray:
     """Sum over the rows of ``unit`` with day in [day - w + 1, day] (rows sorted by key =
@@ -151,6 +161,22 @@ def _window_sums(cum: np.ndarray, key: np.ndarray, unit: np.ndarray, day: np.nda
 
 
 WINDOWS_DAYS = (7, 28)  # the trailing windows the gated_engagement_fv schema names (``*_7d``, ``*_28d``)
+
+
+@dataclass
+class _PairDays:
+    """The log aggregated to sorted (pair, day) rows, with the codes that name them."""
+
+    q_uni: np.ndarray
+    i_uni: np.ndarray
+    day0: int
+    n_days: int
+    stride: int
+    pair_codes: np.ndarray
+    keys: np.ndarray
+    vals: dict
+    row_unit: np.ndarray
+    row_day: np.ndarray
 
 
 def engagement_features(
@@ -175,6 +201,39 @@ def engagement_features(
     of the segment prior in ``engagement_smoothed`` / ``engagement_confidence``.
     """
     t0 = time.perf_counter()
+    windows, expected = _checked_windows(windows_days, prior_strength)
+    wmax = windows[-1]
+    out_cols = ["query_id", "item_id", "event_timestamp", *expected]
+    if len(events) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in out_cols})
+
+    if curve is None:
+        curve = position_bias_curve(events)
+    rows = _pair_days(events, _propensities(events, curve), wmax)
+    seg_mu, pair_seg = _segment_prior(queries, rows, wmax)
+    n_ext = rows.n_days + wmax
+    qu, qd = _query_points(rows, as_of_days, n_ext, wmax)
+    cols = _window_columns(rows, qu, qd, windows, seg_mu[pair_seg[qu], qd], prior_strength)
+
+    pq = rows.pair_codes[qu]
+    n_items = len(rows.i_uni)
+    ts = (rows.day0 + qd + 1).astype("datetime64[D]").astype("datetime64[us]")
+    df = pd.DataFrame(
+        {
+            "query_id": rows.q_uni[pq // n_items],
+            "item_id": rows.i_uni[pq % n_items],
+            "event_timestamp": pd.DatetimeIndex(ts).tz_localize("UTC"),
+            **cols,
+            "gated_preference": np.full(len(qu), np.nan),
+        }
+    )
+    df = df[out_cols]
+    log.info("engagement features: %d rows from %d events in %.1fs", len(df), len(events), time.perf_counter() - t0)
+    return df
+
+
+def _checked_windows(windows_days, prior_strength: float) -> tuple[list[int], list[str]]:
+    """The sorted windows and the view schema's feature names; refuses windows or a prior that do not fit."""
     windows = sorted({int(w) for w in windows_days})
     if not windows or windows[0] < 1:
         raise ValueError(f"windows_days must be positive integers, got {windows_days!r}")
@@ -187,18 +246,20 @@ def engagement_features(
         raise ValueError(f"windows_days {windows_days!r} do not produce the view schema {expected}")
     if prior_strength <= 0:
         raise ValueError("prior_strength must be > 0")
-    out_cols = ["query_id", "item_id", "event_timestamp", *expected]
-    if len(events) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in out_cols})
+    return windows, expected
 
-    if curve is None:
-        curve = position_bias_curve(events)
+
+def _propensities(events: pd.DataFrame, curve: pd.Series) -> np.ndarray:
+    """Each event's relative examination propensity from the curve (beyond its end: its last value)."""
     pos = pd.to_numeric(events["position"]).to_numpy(np.int64)
     lut = np.full(max(int(pos.max()), int(curve.index.max())) + 1, float(curve.iloc[-1]))
     lut[curve.index.to_numpy(np.int64)] = curve.to_numpy(np.float64)
     lut[0] = lut[1]
-    propensity = lut[pos]
+    return lut[pos]
 
+
+def _pair_days(events: pd.DataFrame, propensity: np.ndarray, wmax: int) -> _PairDays:
+    """Daily sums of impressions, clicks, carts, orders and exposure per (pair, day)."""
     qc, q_uni = _codes(events["query_id"])
     ic, i_uni = _codes(events["item_id"])
     day = _day_numbers(events["event_ts"])
@@ -218,84 +279,77 @@ def engagement_features(
         "order": np.bincount(k_inv, weights=pd.to_numeric(events["order"]).to_numpy(np.float64)),
         "exposure": np.bincount(k_inv, weights=propensity * pd.to_numeric(events["impression"]).to_numpy(np.float64)),
     }
-    row_unit = keys // stride
-    row_day = keys % stride
+    return _PairDays(q_uni, i_uni, day0, n_days, stride, pair_codes, keys, vals, keys // stride, keys % stride)
 
-    # segment prior per day: trailing wmax-day debiased CTR of the pair's segment
+
+def _segment_prior(queries: pd.DataFrame, r: _PairDays, wmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Segment prior per day (trailing wmax-day debiased CTR of the segment) and each pair's segment."""
     seg_map = {}
     if "segment" in queries.columns:
         seg_map = dict(zip(queries["query_id"].astype(str), queries["segment"].astype(str)))
     # (queries without a segment share one "unknown" prior)
-    seg_names, q_seg = np.unique(np.array([seg_map.get(q, "") for q in q_uni], dtype=str), return_inverse=True)
-    pair_seg = q_seg[pair_codes // len(i_uni)]
-    n_seg, n_ext = len(seg_names), n_days + wmax  # as-of days may lie after the last event day
+    seg_names, q_seg = np.unique(np.array([seg_map.get(q, "") for q in r.q_uni], dtype=str), return_inverse=True)
+    pair_seg = q_seg[r.pair_codes // len(r.i_uni)]
+    n_seg, n_ext = len(seg_names), r.n_days + wmax  # as-of days may lie after the last event day
     daily_click = np.zeros(n_seg * n_ext)
     daily_exp = np.zeros(n_seg * n_ext)
-    cell = pair_seg[row_unit] * n_ext + row_day
-    daily_click += np.bincount(cell, weights=vals["click"], minlength=n_seg * n_ext)
-    daily_exp += np.bincount(cell, weights=vals["exposure"], minlength=n_seg * n_ext)
+    cell = pair_seg[r.row_unit] * n_ext + r.row_day
+    daily_click += np.bincount(cell, weights=r.vals["click"], minlength=n_seg * n_ext)
+    daily_exp += np.bincount(cell, weights=r.vals["exposure"], minlength=n_seg * n_ext)
 
-    def rolling(a: np.ndarray) -> np.ndarray:
-        a = a.reshape(n_seg, n_ext)
-        c = np.concatenate([np.zeros((n_seg, 1)), np.cumsum(a, axis=1)], axis=1)
-        idx = np.arange(n_ext)
-        return c[:, idx + 1] - c[:, np.maximum(idx + 1 - wmax, 0)]
-
-    seg_click, seg_exp = rolling(daily_click), rolling(daily_exp)
+    seg_click, seg_exp = _rolling(daily_click, n_seg, n_ext, wmax), _rolling(daily_exp, n_seg, n_ext, wmax)
     all_click, all_exp = seg_click.sum(axis=0), seg_exp.sum(axis=0)
     global_mu = np.divide(all_click, all_exp, out=np.zeros(n_ext), where=all_exp > 0)
     seg_mu = np.where(seg_exp > 0, np.divide(seg_click, seg_exp, out=np.zeros_like(seg_click), where=seg_exp > 0), global_mu[None, :])
-    seg_mu = np.clip(seg_mu, 0.0, 1.0)
+    return np.clip(seg_mu, 0.0, 1.0), pair_seg
 
-    # query points: (unit, day) for which a row is emitted
+
+def _rolling(a: np.ndarray, n_seg: int, n_ext: int, wmax: int) -> np.ndarray:
+    """Trailing wmax-day sums per segment of a flat (segment, day) array."""
+    a = a.reshape(n_seg, n_ext)
+    c = np.concatenate([np.zeros((n_seg, 1)), np.cumsum(a, axis=1)], axis=1)
+    idx = np.arange(n_ext)
+    return c[:, idx + 1] - c[:, np.maximum(idx + 1 - wmax, 0)]
+
+
+def _query_points(r: _PairDays, as_of_days: list | None, n_ext: int, wmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (unit, day) points a row is emitted for: every (pair, day) row, or the pairs active before each as-of day."""
     if as_of_days is None:
-        qu, qd = row_unit, row_day
-    else:
-        qu_l, qd_l = [], []
-        for a in as_of_days:
-            t = pd.Timestamp(a)
-            t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-            da = int(t.normalize().value // DAY_NS) - day0
-            if da < 0 or da >= n_ext - 1:
-                continue  # no event in the trailing window ending that day
-            sel = (row_day <= da) & (row_day > da - wmax)
-            units = np.unique(row_unit[sel])
-            qu_l.append(units)
-            qd_l.append(np.full(len(units), da, dtype=np.int64))
-        qu = np.concatenate(qu_l) if qu_l else np.empty(0, np.int64)
-        qd = np.concatenate(qd_l) if qd_l else np.empty(0, np.int64)
-        o = np.lexsort((qu, qd))
-        qu, qd = qu[o], qd[o]
+        return r.row_unit, r.row_day
+    qu_l, qd_l = [], []
+    for a in as_of_days:
+        t = pd.Timestamp(a)
+        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        da = int(t.normalize().value // DAY_NS) - r.day0
+        if da < 0 or da >= n_ext - 1:
+            continue  # no event in the trailing window ending that day
+        sel = (r.row_day <= da) & (r.row_day > da - wmax)
+        units = np.unique(r.row_unit[sel])
+        qu_l.append(units)
+        qd_l.append(np.full(len(units), da, dtype=np.int64))
+    qu = np.concatenate(qu_l) if qu_l else np.empty(0, np.int64)
+    qd = np.concatenate(qd_l) if qd_l else np.empty(0, np.int64)
+    o = np.lexsort((qu, qd))
+    return qu[o], qd[o]
 
+
+def _window_columns(r: _PairDays, qu: np.ndarray, qd: np.ndarray, windows: list[int], mu: np.ndarray, prior_strength: float) -> dict:
+    """Windowed counts, raw and debiased CTR, smoothed engagement and its confidence at the query points."""
+    wmax = windows[-1]
     out: dict[str, np.ndarray] = {}
-    cums = {k: np.concatenate([[0.0], np.cumsum(v)]) for k, v in vals.items()}
+    cums = {k: np.concatenate([[0.0], np.cumsum(v)]) for k, v in r.vals.items()}
     for w in windows:
         for name, src in _COUNTS:
-            out[f"{name}_{w}d"] = np.rint(_window_sums(cums[src], keys, qu, qd, w, stride)).astype(np.int64)
-    exposure = _window_sums(cums["exposure"], keys, qu, qd, wmax, stride)
+            out[f"{name}_{w}d"] = np.rint(_window_sums(cums[src], r.keys, qu, qd, w, r.stride)).astype(np.int64)
+    exposure = _window_sums(cums["exposure"], r.keys, qu, qd, wmax, r.stride)
     imp = out[f"impressions_{wmax}d"].astype(np.float64)
     clk = out[f"clicks_{wmax}d"].astype(np.float64)
     ctr_raw = np.where(imp > 0, clk / np.where(imp > 0, imp, 1.0), np.nan)
     ctr_deb = np.where(exposure > 0, np.clip(clk / np.where(exposure > 0, exposure, 1.0), 0.0, 1.0), np.nan)
-    mu = seg_mu[pair_seg[qu], qd]
     smoothed = np.clip((clk + prior_strength * mu) / (exposure + prior_strength), 0.0, 1.0)
     confidence = exposure / (exposure + prior_strength)
-
-    pq = pair_codes[qu]
-    ts = (day0 + qd + 1).astype("datetime64[D]").astype("datetime64[us]")
-    df = pd.DataFrame(
-        {
-            "query_id": q_uni[pq // len(i_uni)],
-            "item_id": i_uni[pq % len(i_uni)],
-            "event_timestamp": pd.DatetimeIndex(ts).tz_localize("UTC"),
-            **out,
-            f"ctr_raw_{wmax}d": ctr_raw,
-            f"ctr_debiased_{wmax}d": ctr_deb,
-            "engagement_smoothed": smoothed,
-            "engagement_confidence": confidence,
-            "gated_preference": np.full(len(qu), np.nan),
-        }
-    )
-    df = df[out_cols]
-    log.info("engagement features: %d rows from %d events in %.1fs", len(df), len(events), time.perf_counter() - t0)
-    return df
+    out[f"ctr_raw_{wmax}d"] = ctr_raw
+    out[f"ctr_debiased_{wmax}d"] = ctr_deb
+    out["engagement_smoothed"] = smoothed
+    out["engagement_confidence"] = confidence
+    return out
