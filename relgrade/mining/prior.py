@@ -164,28 +164,11 @@ def refine_levels(
     out = union.copy()
     if "category" not in out.columns or "difficulty_level" not in out.columns:
         out[["category", "difficulty_level"]] = categorize(out, near_top_rank, high_rank)
-    g = grades[["query_id", "item_id", "grade"]].copy()
-    g["query_id"], g["item_id"] = g["query_id"].astype(str), g["item_id"].astype(str)
-    g = g.dropna(subset=["grade"]).drop_duplicates(["query_id", "item_id"], keep="last")
-    key = pd.MultiIndex.from_arrays([out["query_id"].astype(str), out["item_id"].astype(str)])
-    gidx = pd.MultiIndex.from_arrays([g["query_id"], g["item_id"]])
-    pos = gidx.get_indexer(key)
-    grade = np.where(pos >= 0, g["grade"].to_numpy(dtype=np.float64)[np.maximum(pos, 0)] if len(g) else np.nan, np.nan)
+    grade = _grades_of(out, grades)
     has = ~np.isnan(grade)
     rel = has & (grade >= positive_grade)
     neg = has & (grade < positive_grade)
-
-    f = _features(out, near_top_rank, high_rank)
-    one = f["agreement"] == 1
-    best_high = f["best"] <= high_rank
-    pos_level = np.select(
-        [f["all_near"], f["all_found"], f["agreement"] >= 2, one & best_high],
-        [1, 2, 3, 4], 5)
-    pos_cat = np.select([f["all_near"], one & ~f["all_found"]], ["easy_positive", "hard_positive"], "other")
-    neg_level = np.select(
-        [f["all_near"], f["n_high"] >= 2, f["n_high"] == 1, f["agreement"] >= 2],
-        [5, 4, 3, 2], 1)
-    neg_cat = np.where(f["n_high"] >= 1, "hard_negative", "other")
+    pos_cat, pos_level, neg_cat, neg_level = _graded_levels(_features(out, near_top_rank, high_rank), high_rank)
 
     cat = out["category"].astype(object).to_numpy().copy()
     lvl = out["difficulty_level"].astype("int64").to_numpy().copy()
@@ -196,3 +179,29 @@ def refine_levels(
     out["difficulty_level"] = lvl.astype(np.int64)
     out["level_source"] = np.where(has, "grade", "pattern")
     return out
+
+
+def _grades_of(union: pd.DataFrame, grades: pd.DataFrame) -> np.ndarray:
+    """The grade of each union row (NaN where ungraded; the last grade of a repeated pair wins)."""
+    g = grades[["query_id", "item_id", "grade"]].copy()
+    g["query_id"], g["item_id"] = g["query_id"].astype(str), g["item_id"].astype(str)
+    g = g.dropna(subset=["grade"]).drop_duplicates(["query_id", "item_id"], keep="last")
+    key = pd.MultiIndex.from_arrays([union["query_id"].astype(str), union["item_id"].astype(str)])
+    gidx = pd.MultiIndex.from_arrays([g["query_id"], g["item_id"]])
+    pos = gidx.get_indexer(key)
+    return np.where(pos >= 0, g["grade"].to_numpy(dtype=np.float64)[np.maximum(pos, 0)] if len(g) else np.nan, np.nan)
+
+
+def _graded_levels(f: dict[str, np.ndarray], high_rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Category and level of each row were it relevant, then were it not relevant (the table of refine_levels)."""
+    one = f["agreement"] == 1
+    best_high = f["best"] <= high_rank
+    pos_level = np.select(
+        [f["all_near"], f["all_found"], f["agreement"] >= 2, one & best_high],
+        [1, 2, 3, 4], 5)
+    pos_cat = np.select([f["all_near"], one & ~f["all_found"]], ["easy_positive", "hard_positive"], "other")
+    neg_level = np.select(
+        [f["all_near"], f["n_high"] >= 2, f["n_high"] == 1, f["agreement"] >= 2],
+        [5, 4, 3, 2], 1)
+    neg_cat = np.where(f["n_high"] >= 1, "hard_negative", "other")
+    return pos_cat, pos_level, neg_cat, neg_level

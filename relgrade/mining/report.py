@@ -73,8 +73,27 @@ def compute_metrics(
     m: dict = {"split": split, "k": k, "positive_grade": positive_grade, "channels": chans,
                "eval_queries": len(eval_q), "judged_pairs": int(len(j)), "relevant_pairs": int(len(rel)),
                "union_rows_eval": int(len(u))}
+    recall = _recall_metrics(u, rel, chans, k)
+    m["recall"] = recall
+    singles = {c: recall[c][f"recall@{k}"]["macro"] for c in chans}
+    if singles:
+        m["union_vs_best_single"] = _union_vs_best_single(singles, recall["union"][f"recall@{k}"]["macro"], len(u), len(eval_q))
+    m["pairwise_overlap"] = _pairwise_overlap(u, chans, k)
 
-    # ---- recall
+    # ---- categories and levels
+    m["category_share_pattern"] = _shares(u["category"], CATEGORIES)
+    m["level_share_pattern"] = _shares(u["difficulty_level"].astype(int), LEVELS)
+    m["pattern_share"] = {p: float(v) for p, v in u["channel_pattern"].value_counts(normalize=True).head(16).items()}
+    m.update(_judged_metrics(u, j, positive_grade))
+    refined = refine_levels(u, j, near_top_rank=near_top_rank, high_rank=high_rank, positive_grade=positive_grade)
+    graded = refined[refined["level_source"] == "grade"]
+    m["category_share_refined_judged"] = _shares(graded["category"], CATEGORIES)
+    m["level_share_refined_judged"] = _shares(graded["difficulty_level"].astype(int), LEVELS)
+    return m
+
+
+def _recall_metrics(u: pd.DataFrame, rel: pd.DataFrame, chans: list[str], k: int) -> dict[str, dict]:
+    """Recall@K (and @10) of each channel, of the union, and of the union's top K by prior."""
     recall: dict[str, dict] = {}
     for c in chans:
         col = u[f"rank_{c}"]
@@ -85,20 +104,23 @@ def compute_metrics(
     pr = by_prior.groupby("query_id", sort=False).cumcount() + 1
     recall["union_prior_top_k"] = {f"recall@{k}": _recall(by_prior[pr.to_numpy() <= k], rel),
                                    "recall@10": _recall(by_prior[pr.to_numpy() <= 10], rel)}
-    m["recall"] = recall
-    singles = {c: recall[c][f"recall@{k}"]["macro"] for c in chans}
-    if singles:
-        best = max(singles, key=lambda c: singles[c] or 0)
-        uni = recall["union"][f"recall@{k}"]["macro"]
-        m["union_vs_best_single"] = {
-            "best_channel": best, "best_channel_recall": singles[best], "union_recall": uni,
-            "absolute_gain": None if uni is None else uni - singles[best],
-            "relative_gain": None if uni is None or not singles[best] else uni / singles[best] - 1.0,
-            "union_beats_every_channel": None if uni is None else all(uni > (v or 0) for v in singles.values()),
-            "mean_candidates_per_query_union": float(len(u) / max(1, len(eval_q))),
-        }
+    return recall
 
-    # ---- pairwise overlap at K (queries where both channels are active)
+
+def _union_vs_best_single(singles: dict[str, float | None], uni: float | None, n_rows: int, n_queries: int) -> dict:
+    """The union's macro recall against the best single channel's."""
+    best = max(singles, key=lambda c: singles[c] or 0)
+    return {
+        "best_channel": best, "best_channel_recall": singles[best], "union_recall": uni,
+        "absolute_gain": None if uni is None else uni - singles[best],
+        "relative_gain": None if uni is None or not singles[best] else uni / singles[best] - 1.0,
+        "union_beats_every_channel": None if uni is None else all(uni > (v or 0) for v in singles.values()),
+        "mean_candidates_per_query_union": float(n_rows / max(1, n_queries)),
+    }
+
+
+def _pairwise_overlap(u: pd.DataFrame, chans: list[str], k: int) -> list[dict]:
+    """Overlap coefficient and Jaccard at K of each channel pair (queries where both channels are active)."""
     overlap = []
     for a_i, a in enumerate(chans):
         for b in chans[a_i + 1:]:
@@ -113,19 +135,19 @@ def compute_metrics(
             jac = (g["ab"] / (g["a"] + g["b"] - g["ab"])).mean()
             overlap.append({"a": a, "b": b, "queries": int(len(g)), "overlap_coefficient": float(oc),
                             "jaccard": float(jac), "shared_per_query": float(g["ab"].mean())})
-    m["pairwise_overlap"] = overlap
+    return overlap
 
-    # ---- categories and levels
-    def shares(s: pd.Series, keys) -> dict:
-        n = max(1, len(s))
-        vc = s.value_counts()
-        return {str(key): {"count": int(vc.get(key, 0)), "share": float(vc.get(key, 0) / n)} for key in keys}
 
-    m["category_share_pattern"] = shares(u["category"], CATEGORIES)
-    m["level_share_pattern"] = shares(u["difficulty_level"].astype(int), LEVELS)
-    m["pattern_share"] = {p: float(v) for p, v in u["channel_pattern"].value_counts(normalize=True).head(16).items()}
+def _shares(s: pd.Series, keys) -> dict:
+    """Count and share of each key among the values of ``s``."""
+    n = max(1, len(s))
+    vc = s.value_counts()
+    return {str(key): {"count": int(vc.get(key, 0)), "share": float(vc.get(key, 0) / n)} for key in keys}
 
-    # ---- judged pairs: agreement, grade, refined levels
+
+def _judged_metrics(u: pd.DataFrame, j: pd.DataFrame, positive_grade: int) -> dict:
+    """Judged pairs: grade by agreement, by pattern category and by channel pattern; prior against grade."""
+    m: dict = {}
     jk = j.merge(u, on=["query_id", "item_id"], how="left")
     jk["agreement"] = jk["agreement"].fillna(0).astype(int)
     by_agree = jk.groupby("agreement")["grade"].agg(["count", "mean"])
@@ -150,10 +172,6 @@ def compute_metrics(
             n1, n0 = int(pos.sum()), int((~pos).sum())
             auc = float((rk[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
         m["prior_vs_grade"] = {"judged_pairs_found": int(len(found)), "spearman": float(rho), "auc_relevant": auc}
-    refined = refine_levels(u, j, near_top_rank=near_top_rank, high_rank=high_rank, positive_grade=positive_grade)
-    graded = refined[refined["level_source"] == "grade"]
-    m["category_share_refined_judged"] = shares(graded["category"], CATEGORIES)
-    m["level_share_refined_judged"] = shares(graded["difficulty_level"].astype(int), LEVELS)
     return m
 
 
@@ -164,13 +182,23 @@ _table = table
 
 
 def _plots(m: dict) -> dict[str, str]:
+    """The report's figures as base64 PNGs: recall, overlap (two channels or more), categories, grade by agreement."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = {"recall": _recall_plot(plt, m)}
+    if len(m["channels"]) >= 2:
+        out["overlap"] = _overlap_plot(plt, m)
+    out["categories"] = _categories_plot(plt, m)
+    out["grade_by_agreement"] = _agreement_plot(plt, m)
+    return out
+
+
+def _recall_plot(plt, m: dict) -> str:
+    """Bar chart of recall@K per channel, the union and the union's top K by prior."""
     k = m["k"]
-    out = {}
     names = m["channels"] + ["union", "union_prior_top_k"]
     vals = [m["recall"][n][f"recall@{k}"]["macro"] or 0 for n in names]
     fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -181,25 +209,30 @@ def _plots(m: dict) -> dict[str, str]:
     ax.set_ylabel(f"recall@{k} (grade >= {m['positive_grade']})")
     ax.set_title(f"Recall of judged relevant items, {m['split']} queries (n={m['eval_queries']})")
     ax.tick_params(axis="x", labelrotation=15)
-    out["recall"] = _png(fig)
+    return _png(fig)
 
+
+def _overlap_plot(plt, m: dict) -> str:
+    """Heat map of the pairwise overlap coefficient at K."""
     chans = m["channels"]
-    if len(chans) >= 2:
-        mat = np.eye(len(chans))
-        for o in m["pairwise_overlap"]:
-            i, jj = chans.index(o["a"]), chans.index(o["b"])
-            mat[i, jj] = mat[jj, i] = o["overlap_coefficient"] or 0
-        fig, ax = plt.subplots(figsize=(4.2, 3.6))
-        im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(chans)), chans, rotation=20)
-        ax.set_yticks(range(len(chans)), chans)
-        for i in range(len(chans)):
-            for jj in range(len(chans)):
-                ax.text(jj, i, f"{mat[i, jj]:.2f}", ha="center", va="center", color="w" if mat[i, jj] < 0.6 else "k", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_title(f"Overlap coefficient at K={k}")
-        out["overlap"] = _png(fig)
+    mat = np.eye(len(chans))
+    for o in m["pairwise_overlap"]:
+        i, jj = chans.index(o["a"]), chans.index(o["b"])
+        mat[i, jj] = mat[jj, i] = o["overlap_coefficient"] or 0
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(chans)), chans, rotation=20)
+    ax.set_yticks(range(len(chans)), chans)
+    for i in range(len(chans)):
+        for jj in range(len(chans)):
+            ax.text(jj, i, f"{mat[i, jj]:.2f}", ha="center", va="center", color="w" if mat[i, jj] < 0.6 else "k", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(f"Overlap coefficient at K={m['k']}")
+    return _png(fig)
 
+
+def _categories_plot(plt, m: dict) -> str:
+    """Category and level shares, by pattern and refined by grade, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, key_p, key_r, labels, title in (
         (axes[0], "category_share_pattern", "category_share_refined_judged", list(CATEGORIES), "Category share"),
@@ -211,8 +244,11 @@ def _plots(m: dict) -> dict[str, str]:
         ax.set_xticks(x, labels, rotation=15, fontsize=8)
         ax.set_title(title)
     axes[0].legend(fontsize=7)
-    out["categories"] = _png(fig)
+    return _png(fig)
 
+
+def _agreement_plot(plt, m: dict) -> str:
+    """Mean human grade and share relevant by agreement count."""
     ga = m["grade_by_agreement"]
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     xs = [g["agreement"] for g in ga]
@@ -226,8 +262,7 @@ def _plots(m: dict) -> dict[str, str]:
     ax.set_ylim(0, 3.2)
     ax.legend(fontsize=7)
     ax.set_title("Human grade by agreement count")
-    out["grade_by_agreement"] = _png(fig)
-    return out
+    return _png(fig)
 
 
 def _examples(union: pd.DataFrame, judgments: pd.DataFrame, queries: pd.DataFrame, catalog: pd.DataFrame | None,

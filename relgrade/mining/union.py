@@ -55,6 +55,20 @@ def build_union(
     unknown = set(results) - set(CHANNELS)
     if unknown:
         raise ValueError(f"unknown channel(s) {sorted(unknown)}; known: {list(CHANNELS)}")
+    parts = _channel_parts(results)
+    ts = utc_timestamp(snapshot_ts)
+    if not parts:
+        out = pd.DataFrame({c: pd.Series([], dtype=object) for c in UNION_COLUMNS})
+        return out
+    out = _union_rows(pd.concat(parts, ignore_index=True), ts)
+    out["retrieval_prior"] = retrieval_prior(out, weights, rank_constant, agreement_weight).to_numpy()
+    out[["category", "difficulty_level"]] = categorize(out, near_top_rank, high_rank)
+    out = out.sort_values(["query_id", "retrieval_prior", "item_id"], ascending=[True, False, True], kind="stable")
+    return out.reset_index(drop=True)[UNION_COLUMNS]
+
+
+def _channel_parts(results: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
+    """Each non-empty channel's hits, checked (columns, no duplicated pair) and tagged with the channel index."""
     parts = []
     for ci, c in enumerate(CHANNELS):
         df = results.get(c)
@@ -72,11 +86,11 @@ def build_union(
             "rank": df["rank"].to_numpy(dtype=np.int64),
             "score": df["score"].to_numpy(dtype=np.float64),
         }))
-    ts = utc_timestamp(snapshot_ts)
-    if not parts:
-        out = pd.DataFrame({c: pd.Series([], dtype=object) for c in UNION_COLUMNS})
-        return out
-    allr = pd.concat(parts, ignore_index=True)
+    return parts
+
+
+def _union_rows(allr: pd.DataFrame, ts: pd.Timestamp) -> pd.DataFrame:
+    """One row per (query, item): ranks and scores per channel, agreement, channel pattern, active channels."""
     qcode, quniq = pd.factorize(allr["query_id"], sort=True)
     icode, iuniq = pd.factorize(allr["item_id"], sort=True)
     key = qcode.astype(np.int64) * len(iuniq) + icode
@@ -107,10 +121,7 @@ def build_union(
     out["agreement"] = found.sum(axis=1).astype(np.int64)
     out["channel_pattern"] = _pattern(found)
     out["active_channels"] = _pattern(active)
-    out["retrieval_prior"] = retrieval_prior(out, weights, rank_constant, agreement_weight).to_numpy()
-    out[["category", "difficulty_level"]] = categorize(out, near_top_rank, high_rank)
-    out = out.sort_values(["query_id", "retrieval_prior", "item_id"], ascending=[True, False, True], kind="stable")
-    return out.reset_index(drop=True)[UNION_COLUMNS]
+    return out
 
 
 def to_feature_batch(union: pd.DataFrame, snapshot_ts: datetime | str | pd.Timestamp | None = None) -> pd.DataFrame:
