@@ -140,6 +140,7 @@ SEGMENTS = ("head", "torso", "tail")
 def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = None, encoding: str = "utf-8",
          judged_at=None, label_map: dict | None = None, label_cuts: list[float] | None = None,
          label_range: list[float] | None = None) -> dict[str, pd.DataFrame]:
+    """The contract tables from your own files (the rules: this module's docstring)."""
     cat = read_frame(catalog_path, encoding)
     require_columns(cat, ["item_id", "title"], catalog_path)
     cat["item_id"] = cat["item_id"].astype(str)
@@ -150,40 +151,62 @@ def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = N
     require_columns(j, ["item_id"], judgments_path)
     if "grade" not in j.columns and "label" not in j.columns:
         raise ContractError(f"{judgments_path}: needs a `grade` (0..3) or a `label` column; got {list(j.columns)}")
-    # queries
     if queries_path is not None:
-        q = read_frame(queries_path, encoding)
-        require_columns(q, ["query_id", "text"], queries_path)
-        q["query_id"], q["text"] = q["query_id"].astype(str), q["text"].astype(str)
-        empty = q["text"].str.strip() == ""
-        if empty.any():
-            raise ContractError(f"{queries_path}: {int(empty.sum())} query row(s) have an empty text")
-        if "split" not in q.columns:
-            q["split"] = q["text"].map(split_of)
-        if "segment" in q.columns:  # your own traffic segments: kept; empty ones are derived
-            bad = q["segment"].notna() & ~q["segment"].isin(SEGMENTS)
-            if bad.any():
-                raise ContractError(f"{queries_path}: {int(bad.sum())} segment(s) not one of {SEGMENTS}, "
-                                    f"e.g. {q.loc[bad, 'segment'].iloc[0]!r}")
-        if "query_id" in j.columns and j["query_id"].notna().all():
-            j["query_id"] = j["query_id"].astype(str)
-        else:
-            require_columns(j, ["query"], judgments_path)
-            j["query_id"] = j["query"].astype(str).map(query_id_of)
-        unknown = ~j["query_id"].isin(set(q["query_id"]))
-        if unknown.any():
-            raise ContractError(f"{judgments_path}: {int(unknown.sum())} judgment(s) name a query_id missing from "
-                                f"{queries_path}, e.g. {j.loc[unknown, 'query_id'].iloc[0]!r}")
+        q = _queries_from_file(queries_path, encoding, j, judgments_path)
+    else:
+        q = _queries_from_judgments(j, judgments_path)
+    grade, raw_label, raw_score = _grades(j, label_map, label_cuts, label_range, judgments_path)
+    j = pd.DataFrame({"query_id": j["query_id"].astype(str), "item_id": j["item_id"].astype(str), "grade": grade,
+                      "raw_label": raw_label, "raw_score": raw_score, "source": "contract",
+                      "judged_at": pd.to_datetime(j["judged_at"], utc=True) if "judged_at" in j.columns else judged_at})
+    j = _checked_pairs(j, cat, judgments_path, catalog_path)
+    return {"catalog": cat, "queries": q[[c for c in ("query_id", "text", "split", "segment") if c in q.columns]],
+            "judgments": j}
+
+
+def _queries_from_file(queries_path: Path, encoding: str, j: pd.DataFrame, judgments_path: Path) -> pd.DataFrame:
+    """The queries file, checked; sets the judgments' query_id (given, or from the query text) and refuses unknown ones."""
+    q = read_frame(queries_path, encoding)
+    require_columns(q, ["query_id", "text"], queries_path)
+    q["query_id"], q["text"] = q["query_id"].astype(str), q["text"].astype(str)
+    empty = q["text"].str.strip() == ""
+    if empty.any():
+        raise ContractError(f"{queries_path}: {int(empty.sum())} query row(s) have an empty text")
+    if "split" not in q.columns:
+        q["split"] = q["text"].map(split_of)
+    if "segment" in q.columns:  # your own traffic segments: kept; empty ones are derived
+        bad = q["segment"].notna() & ~q["segment"].isin(SEGMENTS)
+        if bad.any():
+            raise ContractError(f"{queries_path}: {int(bad.sum())} segment(s) not one of {SEGMENTS}, "
+                                f"e.g. {q.loc[bad, 'segment'].iloc[0]!r}")
+    if "query_id" in j.columns and j["query_id"].notna().all():
+        j["query_id"] = j["query_id"].astype(str)
     else:
         require_columns(j, ["query"], judgments_path)
-        empty = j["query"].isna() | (j["query"].astype(str).str.strip() == "")
-        if empty.any():
-            raise ContractError(f"{judgments_path}: {int(empty.sum())} judgment(s) have an empty query")
         j["query_id"] = j["query"].astype(str).map(query_id_of)
-        q = (pd.DataFrame({"query_id": j["query_id"], "text": j["query"].astype(str)})
-             .drop_duplicates("query_id").reset_index(drop=True))
-        q["split"] = q["text"].map(split_of)
-    # grades
+    unknown = ~j["query_id"].isin(set(q["query_id"]))
+    if unknown.any():
+        raise ContractError(f"{judgments_path}: {int(unknown.sum())} judgment(s) name a query_id missing from "
+                            f"{queries_path}, e.g. {j.loc[unknown, 'query_id'].iloc[0]!r}")
+    return q
+
+
+def _queries_from_judgments(j: pd.DataFrame, judgments_path: Path) -> pd.DataFrame:
+    """Queries from the judgments' texts (ids and splits by relgrade's rules); sets the judgments' query_id."""
+    require_columns(j, ["query"], judgments_path)
+    empty = j["query"].isna() | (j["query"].astype(str).str.strip() == "")
+    if empty.any():
+        raise ContractError(f"{judgments_path}: {int(empty.sum())} judgment(s) have an empty query")
+    j["query_id"] = j["query"].astype(str).map(query_id_of)
+    q = (pd.DataFrame({"query_id": j["query_id"], "text": j["query"].astype(str)})
+         .drop_duplicates("query_id").reset_index(drop=True))
+    q["split"] = q["text"].map(split_of)
+    return q
+
+
+def _grades(j: pd.DataFrame, label_map: dict | None, label_cuts: list[float] | None, label_range: list[float] | None,
+            judgments_path: Path) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(grade, raw_label, raw_score): from a complete `grade` column, else from `label` by the map or the cuts."""
     if "grade" in j.columns and j["grade"].notna().all():
         g = pd.to_numeric(j["grade"], errors="coerce")
         bad = g.isna() | ~g.isin([0, 1, 2, 3])
@@ -199,9 +222,11 @@ def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = N
     else:
         grade, raw_score = grades_from_labels(j["label"], label_map, label_cuts, judgments_path, label_range)
         raw_label = j["label"].astype(str)
-    j = pd.DataFrame({"query_id": j["query_id"].astype(str), "item_id": j["item_id"].astype(str), "grade": grade,
-                      "raw_label": raw_label, "raw_score": raw_score, "source": "contract",
-                      "judged_at": pd.to_datetime(j["judged_at"], utc=True) if "judged_at" in j.columns else judged_at})
+    return grade, raw_label, raw_score
+
+
+def _checked_pairs(j: pd.DataFrame, cat: pd.DataFrame, judgments_path: Path, catalog_path: Path) -> pd.DataFrame:
+    """Refuses items missing from the catalog and pairs judged twice with different grades; same-grade repeats kept once."""
     missing = ~j["item_id"].isin(set(cat["item_id"]))
     if missing.any():
         raise ContractError(f"{judgments_path}: {int(missing.sum())} judgment(s) name an item_id missing from "
@@ -216,5 +241,4 @@ def load(catalog_path: Path, judgments_path: Path, queries_path: Path | None = N
         log.warning("%s: %d duplicate judgment row(s) with the same grade kept once", judgments_path,
                     int(j.duplicated(["query_id", "item_id"]).sum()))
         j = j.drop_duplicates(["query_id", "item_id"]).reset_index(drop=True)
-    return {"catalog": cat, "queries": q[[c for c in ("query_id", "text", "split", "segment") if c in q.columns]],
-            "judgments": j}
+    return j

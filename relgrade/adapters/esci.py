@@ -182,18 +182,9 @@ def load(
     judged_at=None,
     locale: str | None = "us",
 ) -> dict[str, pd.DataFrame]:
+    """The contract tables from an examples file and a products file (the rules: this module's docstring)."""
     examples_path, products_path = Path(examples_path), Path(products_path)
-    ex = read_examples(examples_path)
-    require_columns(ex, EXAMPLE_COLUMNS + (["product_locale"] if locale is not None else []), examples_path)
-    for c in EXAMPLE_COLUMNS:
-        if ex[c].isna().any():
-            raise ContractError(f"{examples_path}: {int(ex[c].isna().sum())} null value(s) in column {c!r}")
-    if locale is not None:
-        found = sorted(ex["product_locale"].dropna().astype(str).unique())
-        ex = ex[ex["product_locale"].astype(str) == locale]
-        if ex.empty:
-            raise ContractError(f"{examples_path}: no examples for locale {locale!r}; locales present: {found}")
-    ex = ex.reset_index(drop=True)
+    ex = _locale_examples(examples_path, locale)
 
     labels = ex["esci_label"].astype(str).str.strip()
     unknown = sorted(set(labels) - set(GRADE))
@@ -210,7 +201,38 @@ def load(
     queries = queries_frame(texts, qids)
 
     pids = ex["product_id"].astype(str).str.strip()
+    products = _judged_products(products_path, encoding, locale, pids)
+    catalog = pd.DataFrame(
+        {
+            "item_id": PREFIX + products["id"],
+            "title": products["title"],
+            "description": products["description"],
+            "brand": products["brand"],
+            "category": None,
+            "attributes": [_attributes(r) for r in products.to_dict("records")],
+        }
+    )
+    judgments = categorical_judgments(qids, PREFIX + pids, labels, GRADE, SOURCE, judged_at)
+    return {"catalog": catalog, "queries": queries, "judgments": judgments}
 
+
+def _locale_examples(examples_path: Path, locale: str | None) -> pd.DataFrame:
+    """The examples of ``locale`` (all with None), the needed columns present and never null."""
+    ex = read_examples(examples_path)
+    require_columns(ex, EXAMPLE_COLUMNS + (["product_locale"] if locale is not None else []), examples_path)
+    for c in EXAMPLE_COLUMNS:
+        if ex[c].isna().any():
+            raise ContractError(f"{examples_path}: {int(ex[c].isna().sum())} null value(s) in column {c!r}")
+    if locale is not None:
+        found = sorted(ex["product_locale"].dropna().astype(str).unique())
+        ex = ex[ex["product_locale"].astype(str) == locale]
+        if ex.empty:
+            raise ContractError(f"{examples_path}: no examples for locale {locale!r}; locales present: {found}")
+    return ex.reset_index(drop=True)
+
+
+def _judged_products(products_path: Path, encoding: str, locale: str | None, pids: pd.Series) -> pd.DataFrame:
+    """One record per judged product of the locale; conflicting records or a judged product missing refused."""
     products = read_products(products_path, encoding)
     if locale is not None:
         products = products[products["locale"].isna() | (products["locale"] == locale)]
@@ -230,17 +252,4 @@ def load(
             f"{products_path}: {len(missing)} judged product(s) missing from the products file, "
             f"e.g. {missing[:5]}"
         )
-
-    products = products.reset_index(drop=True)
-    catalog = pd.DataFrame(
-        {
-            "item_id": PREFIX + products["id"],
-            "title": products["title"],
-            "description": products["description"],
-            "brand": products["brand"],
-            "category": None,
-            "attributes": [_attributes(r) for r in products.to_dict("records")],
-        }
-    )
-    judgments = categorical_judgments(qids, PREFIX + pids, labels, GRADE, SOURCE, judged_at)
-    return {"catalog": catalog, "queries": queries, "judgments": judgments}
+    return products.reset_index(drop=True)

@@ -34,6 +34,23 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
     warn = logging.getLogger("relgrade.ingest").warning
     df = read_table_text(path, encoding)
     require_columns(df, COLUMNS, path)
+    df = _without_duplicate_rows(df, path, warn)
+    rating = _checked_ratings(df, path)
+    queries = queries_frame(df["search_term"])
+    catalog = (
+        df[["product_uid", "product_title"]]
+        .rename(columns={"product_uid": "item_id", "product_title": "title"})
+        .drop_duplicates("item_id")
+        .reset_index(drop=True)
+    )
+    judgments = _judgments(df, rating, path, warn)
+    judgments["source"] = "homedepot"
+    judgments["judged_at"] = judged_at
+    return {"catalog": catalog, "queries": queries, "judgments": judgments}
+
+
+def _without_duplicate_rows(df: pd.DataFrame, path: Path, warn) -> pd.DataFrame:
+    """Rows whose id repeats with the same content kept once; an id repeated with different content refused."""
     dup = df["id"].duplicated(keep=False)
     if dup.any():
         same = df[dup].drop_duplicates(COLUMNS)
@@ -45,6 +62,11 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
         warn("%s: %d exact duplicate row(s) (same id, same content) kept once", path,
              int(df.duplicated(COLUMNS).sum()))
         df = df.drop_duplicates(COLUMNS).reset_index(drop=True)
+    return df
+
+
+def _checked_ratings(df: pd.DataFrame, path: Path) -> pd.Series:
+    """The numeric ratings; an empty search term, a non-numeric rating or one off the 1..3 scale refused."""
     empty = df["search_term"].isna() | (df["search_term"].astype(str).str.strip() == "")
     if empty.any():
         first = int(empty.to_numpy().argmax())
@@ -61,13 +83,11 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
             f"{path}: {int(off_scale.sum())} relevance value(s) outside the 1..3 rating scale, "
             f"e.g. {df['relevance'].iloc[first]!r} on data row {first + 1}"
         )
-    queries = queries_frame(df["search_term"])
-    catalog = (
-        df[["product_uid", "product_title"]]
-        .rename(columns={"product_uid": "item_id", "product_title": "title"})
-        .drop_duplicates("item_id")
-        .reset_index(drop=True)
-    )
+    return rating
+
+
+def _judgments(df: pd.DataFrame, rating: pd.Series, path: Path, warn) -> pd.DataFrame:
+    """One judgment per (query, item): the mean rating, its grade, the raw labels joined by "|"."""
     pairs = pd.DataFrame(
         {
             # by the normalized text, like queries_frame: "fence  mesh" is "fence mesh"
@@ -89,6 +109,4 @@ def load(path: Path, encoding: str = "latin-1", judged_at=None) -> dict[str, pd.
         .reset_index()
     )
     judgments["grade"] = grade_from_rating(judgments["raw_score"]).where(judgments["raw_score"].notna())
-    judgments["source"] = "homedepot"
-    judgments["judged_at"] = judged_at
-    return {"catalog": catalog, "queries": queries, "judgments": judgments}
+    return judgments

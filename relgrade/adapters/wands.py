@@ -108,8 +108,28 @@ def load(
     encoding: str = "utf-8",
     judged_at=None,
 ) -> dict[str, pd.DataFrame]:
+    """The contract tables from WANDS's three files (the rules: this module's docstring)."""
     query_path, products_path, labels_path = Path(query_path), Path(products_path), Path(labels_path)
+    q, p, lab = _read_files(query_path, products_path, labels_path, encoding)
+    labels = lab["label"].str.strip()
+    _unique_ids(q, "query_id", query_path)
+    _unique_ids(p, "product_id", products_path)
 
+    unknown = sorted(set(labels) - set(GRADE))
+    if unknown:
+        raise ContractError(f"{labels_path}: unknown label value(s) {unknown[:5]}; expected one of {sorted(GRADE)}")
+    _missing(lab["query_id"], set(q["query_id"]), "query", labels_path)
+    _missing(lab["product_id"], set(p["product_id"]), "product", labels_path)
+
+    judged_q = q[q["query_id"].isin(set(lab["query_id"]))].reset_index(drop=True)
+    queries = queries_frame(judged_q["query"], PREFIX + judged_q["query_id"])
+    catalog = _catalog(p[p["product_id"].isin(set(lab["product_id"]))].reset_index(drop=True), products_path)
+    judgments = categorical_judgments(PREFIX + lab["query_id"], PREFIX + lab["product_id"], labels, GRADE, SOURCE, judged_at)
+    return {"catalog": catalog, "queries": queries, "judgments": judgments}
+
+
+def _read_files(query_path: Path, products_path: Path, labels_path: Path, encoding: str):
+    """The query, product and label tables, their needed columns present and non-empty, ids stripped."""
     q = read_table_text(query_path, encoding, sep="\t")
     require_columns(q, QUERY_COLUMNS, query_path)
     p = read_table_text(products_path, encoding, sep="\t")
@@ -127,20 +147,11 @@ def load(
     p["product_id"] = p["product_id"].str.strip()
     lab["query_id"] = lab["query_id"].str.strip()
     lab["product_id"] = lab["product_id"].str.strip()
-    labels = lab["label"].str.strip()
-    _unique_ids(q, "query_id", query_path)
-    _unique_ids(p, "product_id", products_path)
+    return q, p, lab
 
-    unknown = sorted(set(labels) - set(GRADE))
-    if unknown:
-        raise ContractError(f"{labels_path}: unknown label value(s) {unknown[:5]}; expected one of {sorted(GRADE)}")
-    _missing(lab["query_id"], set(q["query_id"]), "query", labels_path)
-    _missing(lab["product_id"], set(p["product_id"]), "product", labels_path)
 
-    judged_q = q[q["query_id"].isin(set(lab["query_id"]))].reset_index(drop=True)
-    queries = queries_frame(judged_q["query"], PREFIX + judged_q["query_id"])
-
-    prod = p[p["product_id"].isin(set(lab["product_id"]))].reset_index(drop=True)
+def _catalog(prod: pd.DataFrame, products_path: Path) -> pd.DataFrame:
+    """The judged products as catalog rows: category path and the attributes JSON (class, ratings, features)."""
     for c in ("product_class", "category_hierarchy", "product_description", "product_features", *_RATINGS):
         if c not in prod.columns:
             prod[c] = None
@@ -159,7 +170,7 @@ def load(
             "features": parse_features(row.product_features),
         }
         attributes.append(json.dumps(attrs, ensure_ascii=False, sort_keys=True))
-    catalog = pd.DataFrame(
+    return pd.DataFrame(
         {
             "item_id": PREFIX + prod["product_id"],
             "title": prod["product_name"],
@@ -169,5 +180,3 @@ def load(
             "attributes": attributes,
         }
     )
-    judgments = categorical_judgments(PREFIX + lab["query_id"], PREFIX + lab["product_id"], labels, GRADE, SOURCE, judged_at)
-    return {"catalog": catalog, "queries": queries, "judgments": judgments}
