@@ -131,14 +131,26 @@ def quality_metrics(train: pd.DataFrame, report_rows: pd.DataFrame) -> dict:
 
 # --------------------------------------------------------------------------- plots
 def _plots(train: pd.DataFrame, report_rows: pd.DataFrame, judged: pd.DataFrame, ev: dict, qm: dict) -> dict[str, str]:
+    """The report's figures as base64 PNGs, in page order (engagement and Spearman only when there is data)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    out = {"grade_by_split_segment": _grade_mix_plot(plt, train, report_rows),
+           "prior_vs_grade": _prior_plot(plt, train)}
+    if len(judged):
+        out["engagement_vs_human_grade"] = _engagement_plot(plt, judged)
+    out["difficulty_levels"] = _levels_plot(plt, qm)
+    out["missing_rates"] = _missing_plot(plt, qm)
+    sig = [(v["label"], v["spearman"]) for v in ev["signals"].values() if v["spearman"] is not None]
+    if sig:
+        out["spearman"] = _spearman_plot(plt, sig)
+    return out
 
-    out = {}
-    # 1. grade distribution by split and segment
+
+def _grade_mix_plot(plt, train: pd.DataFrame, report_rows: pd.DataFrame) -> str:
+    """1. grade distribution by split and segment."""
     both = pd.concat([train, report_rows], ignore_index=True)
     both["g"] = pd.to_numeric(both["grade"], errors="coerce").fillna(-1).astype(int)
     tab = pd.crosstab([both["split"], both["segment"]], both["g"], normalize="index")
@@ -152,8 +164,11 @@ def _plots(train: pd.DataFrame, report_rows: pd.DataFrame, judged: pd.DataFrame,
     ax.set_xlabel("share of union rows")
     ax.set_title("Cascade grade distribution by split / segment")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    out["grade_by_split_segment"] = _png(fig)
-    # 2. prior against grade
+    return _png(fig)
+
+
+def _prior_plot(plt, train: pd.DataFrame) -> str:
+    """2. prior against grade."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     gr = pd.to_numeric(train["grade"], errors="coerce")
     data = [train.loc[gr == g, "retrieval_prior"].astype(float).to_numpy() for g in range(4)]
@@ -161,49 +176,57 @@ def _plots(train: pd.DataFrame, report_rows: pd.DataFrame, judged: pd.DataFrame,
     ax.set_xticks(range(1, 5), [f"grade {g}\n(n={len(d)})" for g, d in enumerate(data)])
     ax.set_ylabel("retrieval prior")
     ax.set_title("Retrieval prior by cascade grade (training rows)")
-    out["prior_vs_grade"] = _png(fig)
-    # 3. raw / debiased / gated engagement against the human grade (dev)
-    if len(judged):
-        fig, ax = plt.subplots(figsize=(7, 3.4))
-        hg = judged["human_grade"].astype(int)
-        for col, lab in (("ctr_raw_28d", "raw CTR"), ("ctr_debiased_28d", "debiased CTR"),
-                         ("engagement_smoothed", "smoothed engagement"), ("gated_preference", "gated preference")):
-            m = pd.to_numeric(judged[col], errors="coerce").groupby(hg).mean()
-            cov = pd.to_numeric(judged[col], errors="coerce").notna().mean()
-            ax.plot(m.index, m.to_numpy(), marker="o", label=f"{lab} (present on {cov:.0%} of rows)")
-        ax.set_xticks(range(4))
-        ax.set_xlabel("human grade")
-        ax.set_ylabel("mean over pairs where present")
-        ax.set_title(f"Engagement against the human grade ({len(judged)} judged dev rows)")
-        ax.legend(fontsize=7)
-        out["engagement_vs_human_grade"] = _png(fig)
-    # 4. difficulty level counts
+    return _png(fig)
+
+
+def _engagement_plot(plt, judged: pd.DataFrame) -> str:
+    """3. raw / debiased / gated engagement against the human grade (dev)."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    hg = judged["human_grade"].astype(int)
+    for col, lab in (("ctr_raw_28d", "raw CTR"), ("ctr_debiased_28d", "debiased CTR"),
+                     ("engagement_smoothed", "smoothed engagement"), ("gated_preference", "gated preference")):
+        m = pd.to_numeric(judged[col], errors="coerce").groupby(hg).mean()
+        cov = pd.to_numeric(judged[col], errors="coerce").notna().mean()
+        ax.plot(m.index, m.to_numpy(), marker="o", label=f"{lab} (present on {cov:.0%} of rows)")
+    ax.set_xticks(range(4))
+    ax.set_xlabel("human grade")
+    ax.set_ylabel("mean over pairs where present")
+    ax.set_title(f"Engagement against the human grade ({len(judged)} judged dev rows)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _levels_plot(plt, qm: dict) -> str:
+    """4. difficulty level counts."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     lv = qm["difficulty_level_counts"]
     ax.bar(list(lv), list(lv.values()), color="#4c72b0")
     ax.set_xlabel("difficulty level (1 easiest .. 5 hardest)")
     ax.set_ylabel("training rows")
     ax.set_title("Difficulty-level counts")
-    out["difficulty_levels"] = _png(fig)
-    # 5. missing-feature rates
+    return _png(fig)
+
+
+def _missing_plot(plt, qm: dict) -> str:
+    """5. missing-feature rates."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     mr = qm["missing_rate"]
     ax.barh(list(mr), list(mr.values()), color="#8172b2")
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of training rows with the feature missing")
     ax.set_title("Missing-feature rates")
-    out["missing_rates"] = _png(fig)
-    # 6. rank correlations
-    sig = [(v["label"], v["spearman"]) for v in ev["signals"].values() if v["spearman"] is not None]
-    if sig:
-        fig, ax = plt.subplots(figsize=(7, 3.4))
-        ax.barh([s[0] for s in sig], [s[1] for s in sig], color="#55a868")
-        for i, (_, r) in enumerate(sig):
-            ax.text(r, i, f" {r:.3f}", va="center", fontsize=8)
-        ax.set_xlabel("Spearman rho with the human grade (dev)")
-        ax.set_title("Which signal ranks like a human?")
-        out["spearman"] = _png(fig)
-    return out
+    return _png(fig)
+
+
+def _spearman_plot(plt, sig: list[tuple[str, float]]) -> str:
+    """6. rank correlations."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.barh([s[0] for s in sig], [s[1] for s in sig], color="#55a868")
+    for i, (_, r) in enumerate(sig):
+        ax.text(r, i, f" {r:.3f}", va="center", fontsize=8)
+    ax.set_xlabel("Spearman rho with the human grade (dev)")
+    ax.set_title("Which signal ranks like a human?")
+    return _png(fig)
 
 
 def _examples(judged: pd.DataFrame, n: int) -> list[dict]:
