@@ -157,8 +157,6 @@ class PairFeaturizer:
     """
 
     def __init__(self, cfg: RelgradeConfig, catalog: pd.DataFrame, queries: pd.DataFrame, union: pd.DataFrame | None = None):
-        from relgrade.mining.stage import make_channel
-
         t0 = time.perf_counter()
         g = cfg.grading
         self.names = feature_names(g.retrieval_features, g.attribute_features)
@@ -171,6 +169,24 @@ class PairFeaturizer:
         self.query_index = pd.Index(self.q["query_id"].astype(str))
         texts = item_texts(self.cat)
         self.item_text_arr = texts.to_numpy(dtype=object)
+        self._fit_lexical(cfg, texts)
+        # queries
+        self._set_query_block(self._query_block(self.q["text"].tolist()))
+        self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
+        self.chars = CharGrams(list(texts), self.q["text"].astype(str).tolist())
+        self._fit_dense(cfg, texts)
+        self.n_catalog = len(self.cat)
+        self.q_max_bm25, self.q_max_cos = self._query_maxima()
+        self._set_union(union)
+        self._tagger_dir = cfg.paths.tagger
+        self.fit_s = time.perf_counter() - t0
+        log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
+                 len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
+
+    def _fit_lexical(self, cfg: RelgradeConfig, texts: pd.Series) -> None:
+        """The mining channel's BM25 weights per item over an alphabetical vocabulary, IDF and BM25 statistics."""
+        from relgrade.mining.stage import make_channel
+
         # lexical: the mining channel's BM25 weights (same tokenizer, k1, b)
         lex = make_channel("lexical", cfg)
         lex.fit(self.cat)
@@ -203,18 +219,20 @@ class PairFeaturizer:
         self.bm25_k1, self.bm25_b = lex.k1, lex.b
         self.doc_freq = df.astype(np.float64)
         self.avg_doc_len = float(np.mean([len(t) for t in doc_tokens])) if doc_tokens else 1.0
-        # queries
-        self._set_query_block(self._query_block(self.q["text"].tolist()))
-        self.t_norm = np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)
-        self.chars = CharGrams(list(texts), self.q["text"].astype(str).tolist())
+
+    def _fit_dense(self, cfg: RelgradeConfig, texts: pd.Series) -> None:
+        """The dense mining channel's embeddings of the items and the queries (its cache, encoded on a miss)."""
+        from relgrade.mining.stage import make_channel
+
         # dense: the mining channel's cached embeddings (encoded on a cache miss)
         dense = make_channel("dense", cfg)
         self.dense = dense
         self.item_emb = dense.encode(texts.tolist(), what="items")
         self.query_emb = dense.encode(self.q["text"].tolist(), what="queries")
         self.dense_cache_hit = bool(dense.stats.get("items_cache_hit")) and bool(dense.stats.get("queries_cache_hit"))
-        self.n_catalog = len(self.cat)
-        self.q_max_bm25, self.q_max_cos = self._query_maxima()
+
+    def _set_union(self, union: pd.DataFrame | None) -> None:
+        """The union's (query, item) keys and channel-rank columns, for the retrieval features."""
         # union lookup for channel ranks
         self.union_key = None
         if union is not None and len(union):
@@ -223,10 +241,6 @@ class PairFeaturizer:
                 pd.to_numeric(union[c], errors="coerce").astype("float64").to_numpy() if c in union.columns
                 else np.full(len(union), np.nan) for c in UNION_FEATURES
             ]).astype(np.float32)
-        self._tagger_dir = cfg.paths.tagger
-        self.fit_s = time.perf_counter() - t0
-        log.info("grading features: %d items, %d queries, vocab %d, dense cache %s (%.1fs)",
-                 len(self.cat), len(self.q), self.V, "hit" if self.dense_cache_hit else "miss", self.fit_s)
 
     def _query_block(self, texts: list[str]) -> dict:
         """Query-side arrays of ``texts`` (token counts over the catalog vocabulary, IDF
@@ -288,62 +302,75 @@ class PairFeaturizer:
         frequencies and lengths, the character-gram vocabulary, the base model): pairs of
         catalog items and known queries keep exactly the features they had."""
         if items is not None and len(items):
-            it = items[["item_id", "title"]].astype(str).drop_duplicates("item_id")
-            it = it[~it["item_id"].isin(self.item_index)]
-            texts = it["title"].tolist()
-            toks = tokenize_many(texts)
-            rows, cols, data = [], [], []
-            N = float(self.n_catalog)
-            for r, tl in enumerate(toks):
-                dl = len(tl)
-                tf: dict[int, int] = {}
-                for t in tl:
-                    if t in self.vocab:
-                        tf[self.vocab[t]] = tf.get(self.vocab[t], 0) + 1
-                for j, f in tf.items():
-                    idf = np.log(1.0 + (N - self.doc_freq[j] + 0.5) / (self.doc_freq[j] + 0.5))
-                    norm = self.bm25_k1 * ((1 - self.bm25_b) + self.bm25_b * dl / self.avg_doc_len)
-                    rows.append(r)
-                    cols.append(j)
-                    data.append(idf * f / (norm + f))
-            M = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(len(texts), self.V))
-            M.sort_indices()
-            B = M.copy()
-            B.data[:] = 1.0
-            self.bm25_dt = sp.vstack([self.bm25_dt, M]).tocsr()
-            self.item_bin = sp.vstack([self.item_bin, B]).tocsr()
-            self.t_tokens = np.r_[self.t_tokens, np.array([len(set(t)) for t in toks], dtype=np.float32)]
-            self.t_norm = np.r_[self.t_norm, np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)]
-            self.chars.items = sp.vstack([self.chars.items, self.chars._rows(texts)]).tocsr()
-            self.item_emb = np.vstack([self.item_emb, self.dense.encode(texts, what="extra items")])
-            self.item_text_arr = np.r_[self.item_text_arr, np.array(texts, dtype=object)]
-            self.item_index = self.item_index.append(pd.Index(it["item_id"]))
-            if self.agreement is not None:
-                self.agreement.extend(items=it)
+            self._extend_items(items)
         if queries is not None and len(queries):
-            qq = queries[["query_id", "text"]].astype(str).drop_duplicates("query_id")
-            qq = qq[~qq["query_id"].isin(self.query_index)]
-            texts = qq["text"].tolist()
-            b = self._query_block(texts)
-            emb = self.dense.encode(texts, what="extra queries")
-            mb, mc = self._query_maxima(q_counts=b["q_counts"], query_emb=emb)
-            for k in ("q_tokens", "q_idf", "q_num", "q_first", "q_last", "q_norm"):
-                setattr(self, k, np.r_[getattr(self, k), b[k]])
-            self.q_counts = sp.vstack([self.q_counts, b["q_counts"]]).tocsr()
-            self.q_bin = sp.vstack([self.q_bin, b["q_bin"]]).tocsr()
-            self.query_emb = np.vstack([self.query_emb, emb])
-            self.q_max_bm25, self.q_max_cos = np.r_[self.q_max_bm25, mb], np.r_[self.q_max_cos, mc]
-            ch = self.chars
-            words = [_WORD.findall(t.lower()) or [""] for t in texts]
-            ch.queries = sp.vstack([ch.queries, ch._rows(texts)]).tocsr()
-            ch.first = sp.vstack([ch.first, ch._rows([w[0] for w in words])]).tocsr()
-            ch.last = sp.vstack([ch.last, ch._rows([w[-1] for w in words])]).tocsr()
-            ch.q_grams = np.diff(ch.queries.indptr).astype(np.float32)
-            self.q = pd.concat([self.q, qq], ignore_index=True)
-            self.query_index = self.query_index.append(pd.Index(qq["query_id"]))
-            if self.agreement is not None:
-                self.agreement.extend(queries=qq, tagger_dir=self._tagger_dir)
+            self._extend_queries(queries)
         return self
+
+    def _extend_items(self, items: pd.DataFrame) -> None:
+        """Appends the items not known yet to every item-side array."""
+        it = items[["item_id", "title"]].astype(str).drop_duplicates("item_id")
+        it = it[~it["item_id"].isin(self.item_index)]
+        texts = it["title"].tolist()
+        toks = tokenize_many(texts)
+        M = self._bm25_rows(toks)
+        B = M.copy()
+        B.data[:] = 1.0
+        self.bm25_dt = sp.vstack([self.bm25_dt, M]).tocsr()
+        self.item_bin = sp.vstack([self.item_bin, B]).tocsr()
+        self.t_tokens = np.r_[self.t_tokens, np.array([len(set(t)) for t in toks], dtype=np.float32)]
+        self.t_norm = np.r_[self.t_norm, np.array([" ".join(normalize(t).split()) for t in texts], dtype=object)]
+        self.chars.items = sp.vstack([self.chars.items, self.chars._rows(texts)]).tocsr()
+        self.item_emb = np.vstack([self.item_emb, self.dense.encode(texts, what="extra items")])
+        self.item_text_arr = np.r_[self.item_text_arr, np.array(texts, dtype=object)]
+        self.item_index = self.item_index.append(pd.Index(it["item_id"]))
+        if self.agreement is not None:
+            self.agreement.extend(items=it)
+
+    def _bm25_rows(self, toks: list[list[str]]) -> sp.csr_matrix:
+        """BM25 weights of new documents (token lists) with the catalog's document frequencies and mean length."""
+        rows, cols, data = [], [], []
+        N = float(self.n_catalog)
+        for r, tl in enumerate(toks):
+            dl = len(tl)
+            tf: dict[int, int] = {}
+            for t in tl:
+                if t in self.vocab:
+                    tf[self.vocab[t]] = tf.get(self.vocab[t], 0) + 1
+            for j, f in tf.items():
+                idf = np.log(1.0 + (N - self.doc_freq[j] + 0.5) / (self.doc_freq[j] + 0.5))
+                norm = self.bm25_k1 * ((1 - self.bm25_b) + self.bm25_b * dl / self.avg_doc_len)
+                rows.append(r)
+                cols.append(j)
+                data.append(idf * f / (norm + f))
+        M = sp.csr_matrix((np.array(data, dtype=np.float32), (rows, cols)), shape=(len(toks), self.V))
+        M.sort_indices()
+        return M
+
+    def _extend_queries(self, queries: pd.DataFrame) -> None:
+        """Appends the queries not known yet to every query-side array."""
+        qq = queries[["query_id", "text"]].astype(str).drop_duplicates("query_id")
+        qq = qq[~qq["query_id"].isin(self.query_index)]
+        texts = qq["text"].tolist()
+        b = self._query_block(texts)
+        emb = self.dense.encode(texts, what="extra queries")
+        mb, mc = self._query_maxima(q_counts=b["q_counts"], query_emb=emb)
+        for k in ("q_tokens", "q_idf", "q_num", "q_first", "q_last", "q_norm"):
+            setattr(self, k, np.r_[getattr(self, k), b[k]])
+        self.q_counts = sp.vstack([self.q_counts, b["q_counts"]]).tocsr()
+        self.q_bin = sp.vstack([self.q_bin, b["q_bin"]]).tocsr()
+        self.query_emb = np.vstack([self.query_emb, emb])
+        self.q_max_bm25, self.q_max_cos = np.r_[self.q_max_bm25, mb], np.r_[self.q_max_cos, mc]
+        ch = self.chars
+        words = [_WORD.findall(t.lower()) or [""] for t in texts]
+        ch.queries = sp.vstack([ch.queries, ch._rows(texts)]).tocsr()
+        ch.first = sp.vstack([ch.first, ch._rows([w[0] for w in words])]).tocsr()
+        ch.last = sp.vstack([ch.last, ch._rows([w[-1] for w in words])]).tocsr()
+        ch.q_grams = np.diff(ch.queries.indptr).astype(np.float32)
+        self.q = pd.concat([self.q, qq], ignore_index=True)
+        self.query_index = self.query_index.append(pd.Index(qq["query_id"]))
+        if self.agreement is not None:
+            self.agreement.extend(queries=qq, tagger_dir=self._tagger_dir)
 
     # ------------------------------------------------------------------ codes
     def pair_codes(self, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
