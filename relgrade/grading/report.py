@@ -124,12 +124,26 @@ def blind_section(blind: dict | None) -> str:
 
 def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, union: pd.DataFrame,
                  queries: pd.DataFrame, catalog: pd.DataFrame) -> dict[str, str]:
+    """report.json and report.html under ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    m = summary["metrics"]
-    c = m["cascade"]
+    targets = _targets(summary)
+    doc = {k: v for k, v in summary.items() if k not in ("artifact_table", "calibration_grid")}
+    doc.update(targets=targets, reliability=ev["reliability"], generated_at=utc_now().isoformat())
+    jpath = write_json_atomic(out_dir / "report.json", doc, indent=1, sort_keys=False)
+    page = _page(summary, targets, _plots(summary, ev), _examples(grades, queries, catalog))
+    hpath = out_dir / "report.html"
+    tmp = hpath.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    tmp.replace(hpath)
+    return {"json": str(jpath), "html": str(hpath)}
+
+
+def _targets(summary: dict) -> dict:
+    """Each quality target of the cascade: goal, measured value, met."""
+    c = summary["metrics"]["cascade"]
     rmse = c.get("rmse_raw")
     probe = summary["probe"]
-    targets = {
+    return {
         "rmse_raw": {"goal": TARGETS["rmse_raw_max"], "measured": rmse,
                      "met": None if rmse is None else rmse <= TARGETS["rmse_raw_max"]},
         "qwk": {"goal": TARGETS["qwk_min"], "measured": c["qwk"], "met": c["qwk"] >= TARGETS["qwk_min"]},
@@ -137,10 +151,26 @@ def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, u
                                 "met": probe["grade_0_share"] is not None
                                 and probe["grade_0_share"] >= TARGETS["random_probe_grade0_min"]},
     }
-    doc = {k: v for k, v in summary.items() if k not in ("artifact_table", "calibration_grid")}
-    doc.update(targets=targets, reliability=ev["reliability"], generated_at=utc_now().isoformat())
-    jpath = write_json_atomic(out_dir / "report.json", doc, indent=1, sort_keys=False)
-    plots = _plots(summary, ev)
+
+
+def _judge_html(summary: dict) -> str:
+    """The LLM judge's section (its usage, and its agreement alone on test pairs), empty when it is off."""
+    judge = summary.get("llm_judge") or {}
+    if not judge.get("enabled"):
+        return ""
+    jm = summary["metrics"].get("llm_judge_alone") or {}
+    return ("<h3>LLM judge</h3>" + table([{k: judge.get(k) for k in (
+        "model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
+        "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s")}],
+        ["model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
+         "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s"])
+        + (f"<p>The judge alone on {jm.get('n')} test pairs, through the same HTTP path:</p>"
+           + table([{"stage": "llm judge alone", **jm}], METRIC_COLS[:6]) if jm else ""))
+
+
+def _page(summary: dict, targets: dict, plots: dict[str, str], examples: list[dict]) -> str:
+    """The self-contained HTML page."""
+    m = summary["metrics"]
     rows = [{"stage": k, **m[k]} for k in m if k.startswith("stage") or k.startswith("cascade")]
     rows += [{"stage": f"{k} (member only)", **m[k]} for k in m if k.endswith("_alone")]
     pub = [{"stage": k, **v} for k, v in summary["as_published"].items()]
@@ -154,22 +184,12 @@ def write_report(out_dir: Path, summary: dict, ev: dict, grades: pd.DataFrame, u
               "dev share reaching it": ch["dev_reach"][int(k) - 1]} for k, v in u["reach_share"].items()]
     teach = [{"stage": k, **v} for k, v in summary["teachers"].items()]
     pr = summary["probes"]
-    blind_html = blind_section(pr.get("blind_rated_pairs"))
-    judge = summary.get("llm_judge") or {}
-    if judge.get("enabled"):
-        jm = m.get("llm_judge_alone") or {}
-        blind_html += ("<h3>LLM judge</h3>" + table([{k: judge.get(k) for k in (
-            "model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
-            "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s")}],
-            ["model", "prompt_version", "few_shot", "union_pairs_judged", "requests", "cache_hits", "retries", "failed",
-             "prompt_tokens", "completion_tokens", "latency_median_s", "latency_p95_s"])
-            + (f"<p>The judge alone on {jm.get('n')} test pairs, through the same HTTP path:</p>"
-               + table([{"stage": "llm judge alone", **jm}], METRIC_COLS[:6]) if jm else ""))
+    blind_html = blind_section(pr.get("blind_rated_pairs")) + _judge_html(summary)
     t_items = "".join(
         f"<li class=\"{'ok' if t['met'] else 'miss'}\">{html.escape(k)}: {t['measured'] if t['measured'] is None else round(t['measured'], 4)}"
         f" (goal {'&le;' if k == 'rmse_raw' else '&ge;'} {t['goal']})</li>" for k, t in targets.items())
     img = lambda k: f'<img src="data:image/png;base64,{plots[k]}"/>' if k in plots else ""  # noqa: E731
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>relgrade grading report</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>relgrade grading report</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:1em auto}}table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:3px 7px;font-size:13px}}.ok{{color:#1a7f37}}.miss{{color:#c62828}}
 img{{max-width:100%}}dt{{font-weight:bold}}</style></head><body>
@@ -200,11 +220,6 @@ bound falls below the required share (a sampled share under <code>gate_min_sampl
 {table([pr['judged_union_pairs']], ['pairs', 'exact', 'within_one', 'binary', 'qwk', 'rmse_grade', 'mean_grade', 'mean_human_grade'])}
 <h2>Calibration (test, judged population)</h2>{img('reliability')}
 <h2>Teachers</h2>{table(teach, ['stage', 'version', 'trained_now', 'train_s', 'seconds'])}
-<h2>Examples of published grades</h2>{table(_examples(grades, queries, catalog), ['grade', 'query', 'item', 'expected', 'confidence', 'stage'])}
+<h2>Examples of published grades</h2>{table(examples, ['grade', 'query', 'item', 'expected', 'confidence', 'stage'])}
 <h2>Definitions</h2><dl>{''.join(f'<dt>{html.escape(a)}</dt><dd>{html.escape(b)}</dd>' for a, b in DEFINITIONS)}</dl>
 </body></html>"""
-    hpath = out_dir / "report.html"
-    tmp = hpath.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(hpath)
-    return {"json": str(jpath), "html": str(hpath)}
