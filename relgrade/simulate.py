@@ -221,6 +221,7 @@ def _tokenize(texts: list[str]):
 
 
 def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFrame, sim: SimulationConfig) -> _Pools:
+    """Each query's candidate pool: its judged items, then BM25's best unjudged ones, with a grade for each."""
     import bm25s
 
     t0 = time.perf_counter()
@@ -228,7 +229,6 @@ def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Dat
     cat["item_id"] = cat["item_id"].astype(str)
     cat = cat.drop_duplicates("item_id").sort_values("item_id", kind="stable").reset_index(drop=True)
     item_ids = cat["item_id"].to_numpy()
-    item_index = pd.Index(item_ids)
     qs = queries[["query_id", "text"]].copy()
     qs["query_id"] = qs["query_id"].astype(str)
     qs = qs.drop_duplicates("query_id").sort_values("query_id", kind="stable").reset_index(drop=True)
@@ -240,9 +240,22 @@ def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Dat
         bm25s.tokenize(cat["title"].fillna("").astype(str).tolist(), lower=True, stopwords="en", show_progress=False),
         show_progress=False,
     )
-    vocab = retriever.vocab_dict
     q_tokens = _tokenize(qs["text"].fillna("").astype(str).tolist())
 
+    judged_by_q = _judged_by_query(judgments, query_ids, pd.Index(item_ids))
+    max_j = max((len(v[0]) for v in judged_by_q.values()), default=0)
+    W = max(cap, max_j, 1)
+    item, lex, grade, judged = _fill_pools(retriever, q_tokens, judged_by_q, nq, W, cap, len(item_ids))
+    _latent_grades(item, grade, query_ids, item_ids, sim)
+    log.info(
+        "candidate pools: %d queries x %d slots over %d items (%d judged pairs) in %.1fs",
+        nq, W, len(item_ids), int(judged.sum()), time.perf_counter() - t0,
+    )
+    return _Pools(query_ids, item_ids, item, lex, grade, judged)
+
+
+def _judged_by_query(judgments: pd.DataFrame, query_ids: np.ndarray, item_index: pd.Index) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Judged items per query index (item index, grade; -1 = null grade), items outside the catalog left out."""
     # judged items per query (item must be in the catalog); a null grade counts as unjudged
     j = judgments[["query_id", "item_id", "grade"]].copy()
     j["query_id"] = j["query_id"].astype(str)
@@ -259,14 +272,16 @@ def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Dat
         ends = np.r_[starts[1:], len(qi)]
         for s, e in zip(starts, ends):
             judged_by_q[int(qi[s])] = (ii[s:e], grades[s:e])
-    max_j = max((len(v[0]) for v in judged_by_q.values()), default=0)
-    W = max(cap, max_j, 1)
+    return judged_by_q
 
+
+def _fill_pools(retriever, q_tokens, judged_by_q: dict, nq: int, W: int, cap: int, n_items: int):
+    """Pool arrays (item, lexical normalized per query, grade, judged), judged items first, BM25 fill after."""
+    vocab = retriever.vocab_dict
     item = np.full((nq, W), -1, dtype=np.int32)
     lex = np.zeros((nq, W), dtype=np.float64)
     grade = np.full((nq, W), -1, dtype=np.int8)
     judged = np.zeros((nq, W), dtype=bool)
-    n_items = len(item_ids)
     for q in range(nq):
         toks = [t for t in q_tokens[q] if t in vocab]
         scores = retriever.get_scores(toks) if toks else None
@@ -289,8 +304,11 @@ def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Dat
         judged[q, : len(ji)] = jg >= 0
     mx = lex.max(axis=1, keepdims=True)
     lex = np.divide(lex, mx, out=np.zeros_like(lex), where=mx > 0)
+    return item, lex, grade, judged
 
-    # latent grades for unjudged candidates: hash of (seed, query_id, item_id)
+
+def _latent_grades(item: np.ndarray, grade: np.ndarray, query_ids: np.ndarray, item_ids: np.ndarray, sim: SimulationConfig) -> None:
+    """Fills in place the grade of each unjudged candidate from a hash of (seed, query_id, item_id)."""
     need = (item >= 0) & (grade < 0)
     if need.any():
         qk = _keys(query_ids, sim.seed)
@@ -300,11 +318,6 @@ def _build_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.Dat
         u = _uniform(pk, _S_GRADE)
         cum = np.cumsum(np.asarray(sim.unjudged_grade_probs, dtype=np.float64))
         grade[rows, cols] = np.minimum(np.searchsorted(cum, u, side="right"), 3).astype(np.int8)
-    log.info(
-        "candidate pools: %d queries x %d slots over %d items (%d judged pairs) in %.1fs",
-        nq, W, n_items, int(judged.sum()), time.perf_counter() - t0,
-    )
-    return _Pools(query_ids, item_ids, item, lex, grade, judged)
 
 
 def candidate_pools(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFrame, sim: SimulationConfig) -> pd.DataFrame:
@@ -379,14 +392,22 @@ def _allocate_ads(
     return chosen
 
 
-def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFrame, sim: SimulationConfig) -> pd.DataFrame:
-    """Simulated search log in the EVENTS contract, one row per impression."""
-    t_start = time.perf_counter()
-    pools = _build_pools(catalog, queries, judgments, sim)
-    attrs = item_attributes(catalog, sim)
-    if not np.array_equal(attrs.index.to_numpy(), pools.item_ids):
-        raise AssertionError("item order mismatch between pools and attributes")
-    nq, W = pools.item.shape
+@dataclass
+class _PairModel:
+    """What the simulator knows of each (query, pool slot): ranker score, click, cart and order odds, ad candidates."""
+
+    base: np.ndarray  # (nq, W) production ranker score without noise, -inf = empty slot
+    attract_logit: np.ndarray  # (nq, W)
+    p_atc: np.ndarray  # (nq, W)
+    p_order: np.ndarray  # (nq, W)
+    ad_cols: np.ndarray  # (nq, W) pool columns by ad score, best first
+    n_ad_cand: np.ndarray  # (nq,) advertiser candidates in the pool
+    adv_items: np.ndarray  # item indexes of the advertisers
+    adv_keys: np.ndarray  # their hash keys (daily budgets)
+
+
+def _pair_model(pools: _Pools, attrs: pd.DataFrame, sim: SimulationConfig) -> _PairModel:
+    """Ranker score, attractiveness, cart and order probabilities and ad candidates per (query, pool slot)."""
     valid = pools.item >= 0
     gi = np.where(valid, pools.item, 0)
     pop_z = attrs["popularity_z"].to_numpy()[gi]
@@ -413,76 +434,34 @@ def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFra
 
     adv_items = np.flatnonzero(attrs["advertiser"].to_numpy())
     adv_keys = _keys(pools.item_ids[adv_items], sim.seed)
-    n_items = len(pools.item_ids)
+    return _PairModel(base, attract_logit, p_atc, p_order, ad_cols_q, n_ad_cand_q, adv_items, adv_keys)
 
-    is_ad_col, src_col = _page_layout(sim)
-    n_ads = int(is_ad_col.sum())
-    K = sim.organic_slots
+
+_EVENT_KEYS = ("ts", "sid", "q", "i", "pos", "ad", "click", "atc", "order")
+
+
+def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFrame, sim: SimulationConfig) -> pd.DataFrame:
+    """Simulated search log in the EVENTS contract, one row per impression."""
+    t_start = time.perf_counter()
+    pools = _build_pools(catalog, queries, judgments, sim)
+    attrs = item_attributes(catalog, sim)
+    if not np.array_equal(attrs.index.to_numpy(), pools.item_ids):
+        raise AssertionError("item order mismatch between pools and attributes")
+    model = _pair_model(pools, attrs, sim)
+    layout = _page_layout(sim)
     weights = query_popularity(pd.Series(pools.query_ids), sim).to_numpy()
     start = to_utc(sim.start_date)
     start_us = start.value // 1000
     start_day_no = int(start.normalize().value // (DAY_US * 1000))
     S = sim.searches_per_day
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("ts", "sid", "q", "i", "pos", "ad", "click", "atc", "order")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in _EVENT_KEYS}
     t_loop, t_log, total_imp = time.perf_counter(), time.perf_counter(), 0
     log_every = max(1, -(-sim.days // 4))  # at least four progress lines per run
     for d in range(sim.days):
-        rng = np.random.default_rng([sim.seed, d])
-        qd = rng.choice(nq, size=S, p=weights) if nq else np.empty(0, dtype=np.int64)
-        off = np.sort(rng.integers(0, DAY_US, size=S))
-        off = np.maximum.accumulate(off - np.arange(S)) + np.arange(S)  # strictly increasing
-        if S and off[-1] >= DAY_US:
-            off = np.sort(rng.choice(DAY_US, size=S, replace=False))
-        noise = rng.standard_normal((S, W))
-        u_click, u_atc, u_order = rng.random((3, S, n_ads + K))
-
-        # ads (budgets of calendar day d)
-        remaining = np.zeros(n_items, dtype=np.int64)
-        remaining[adv_items] = _budget_from_keys(adv_keys, start_day_no + d, sim)
-        ad_chosen = _allocate_ads(ad_cols_q[qd], n_ad_cand_q[qd], pools.item[qd], remaining, n_ads)
-
-        # organic: production ranker score with per-search noise, ads excluded
-        score = base[qd] + sim.ranker_noise * noise
-        if n_ads:
-            rr, kk = np.nonzero(ad_chosen >= 0)
-            score[rr, ad_chosen[rr, kk]] = -np.inf
-        if W > K:
-            top = np.argpartition(-score, K - 1, axis=1)[:, :K]
-        else:
-            top = np.tile(np.arange(W), (S, 1))
-        top_s = np.take_along_axis(score, top, axis=1)
-        o = np.argsort(-top_s, axis=1, kind="stable")
-        org = np.take_along_axis(top, o, axis=1)
-        org = np.where(np.isfinite(np.take_along_axis(top_s, o, axis=1)), org, -1)
-        if org.shape[1] < K:
-            org = np.hstack([org, np.full((S, K - org.shape[1]), -1)])
-
-        page = np.empty((S, len(is_ad_col)), dtype=np.int64)
-        for c, (is_ad, src) in enumerate(zip(is_ad_col, src_col)):
-            page[:, c] = ad_chosen[:, src] if is_ad else org[:, src]
-        shown = page >= 0
-        position = np.cumsum(shown, axis=1)
-        s_idx, c_idx = np.nonzero(shown)
-        col = page[s_idx, c_idx]
-        q_of = qd[s_idx]
-        pos = position[s_idx, c_idx]
-        ad = is_ad_col[c_idx]
-        examine = pos.astype(np.float64) ** -sim.position_bias_eta
-        attract = _sigmoid(attract_logit[q_of, col] + sim.attract_ad * ad)
-        click = u_click[s_idx, c_idx] < examine * attract
-        atc = click & (u_atc[s_idx, c_idx] < p_atc[q_of, col])
-        order = atc & (u_order[s_idx, c_idx] < p_order[q_of, col])
-
-        out["ts"].append(start_us + d * DAY_US + off[s_idx])
-        out["sid"].append(d * S + s_idx + 1)
-        out["q"].append(q_of)
-        out["i"].append(pools.item[q_of, col])
-        out["pos"].append(pos)
-        out["ad"].append(ad)
-        out["click"].append(click)
-        out["atc"].append(atc)
-        out["order"].append(order)
-        total_imp += len(s_idx)
+        day = _simulate_day(d, pools, model, layout, weights, start_us, start_day_no, sim)
+        for k in _EVENT_KEYS:
+            out[k].append(day[k])
+        total_imp += len(day["pos"])
         now = time.perf_counter()
         if now - t_log >= _LOG_EVERY_S or (d + 1) % log_every == 0 or d == sim.days - 1:
             done = (d + 1) * S
@@ -494,9 +473,83 @@ def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFra
             )
             t_log = now
 
+    events = conform(_events_frame(out, pools), "events")
+    log.info(
+        "simulated %d days x %d searches: %d impressions, CTR %.4f in %.1fs",
+        sim.days, S, len(events), float(events["click"].mean()), time.perf_counter() - t_start,
+    )
+    return events
+
+
+def _simulate_day(
+    d: int, pools: _Pools, m: _PairModel, layout: tuple[np.ndarray, np.ndarray], weights: np.ndarray,
+    start_us: int, start_day_no: int, sim: SimulationConfig,
+) -> dict[str, np.ndarray]:
+    """Day ``d``'s searches, their pages (ads within budget, then the ranked organic results) and the funnel."""
+    is_ad_col, src_col = layout
+    n_ads = int(is_ad_col.sum())
+    K = sim.organic_slots
+    nq, W = pools.item.shape
+    S = sim.searches_per_day
+    rng = np.random.default_rng([sim.seed, d])
+    qd = rng.choice(nq, size=S, p=weights) if nq else np.empty(0, dtype=np.int64)
+    off = np.sort(rng.integers(0, DAY_US, size=S))
+    off = np.maximum.accumulate(off - np.arange(S)) + np.arange(S)  # strictly increasing
+    if S and off[-1] >= DAY_US:
+        off = np.sort(rng.choice(DAY_US, size=S, replace=False))
+    noise = rng.standard_normal((S, W))
+    u_click, u_atc, u_order = rng.random((3, S, n_ads + K))
+
+    # ads (budgets of calendar day d)
+    remaining = np.zeros(len(pools.item_ids), dtype=np.int64)
+    remaining[m.adv_items] = _budget_from_keys(m.adv_keys, start_day_no + d, sim)
+    ad_chosen = _allocate_ads(m.ad_cols[qd], m.n_ad_cand[qd], pools.item[qd], remaining, n_ads)
+    org = _organic_ranking(m.base[qd] + sim.ranker_noise * noise, ad_chosen, n_ads, K, W, S)
+
+    page = np.empty((S, len(is_ad_col)), dtype=np.int64)
+    for c, (is_ad, src) in enumerate(zip(is_ad_col, src_col)):
+        page[:, c] = ad_chosen[:, src] if is_ad else org[:, src]
+    shown = page >= 0
+    position = np.cumsum(shown, axis=1)
+    s_idx, c_idx = np.nonzero(shown)
+    col = page[s_idx, c_idx]
+    q_of = qd[s_idx]
+    pos = position[s_idx, c_idx]
+    ad = is_ad_col[c_idx]
+    examine = pos.astype(np.float64) ** -sim.position_bias_eta
+    attract = _sigmoid(m.attract_logit[q_of, col] + sim.attract_ad * ad)
+    click = u_click[s_idx, c_idx] < examine * attract
+    atc = click & (u_atc[s_idx, c_idx] < m.p_atc[q_of, col])
+    order = atc & (u_order[s_idx, c_idx] < m.p_order[q_of, col])
+    return {
+        "ts": start_us + d * DAY_US + off[s_idx], "sid": d * S + s_idx + 1, "q": q_of, "i": pools.item[q_of, col],
+        "pos": pos, "ad": ad, "click": click, "atc": atc, "order": order,
+    }
+
+
+def _organic_ranking(score: np.ndarray, ad_chosen: np.ndarray, n_ads: int, K: int, W: int, S: int) -> np.ndarray:
+    """Top-K pool columns per search by the noisy ranker score, ads excluded (-1 = no result)."""
+    if n_ads:
+        rr, kk = np.nonzero(ad_chosen >= 0)
+        score[rr, ad_chosen[rr, kk]] = -np.inf
+    if W > K:
+        top = np.argpartition(-score, K - 1, axis=1)[:, :K]
+    else:
+        top = np.tile(np.arange(W), (S, 1))
+    top_s = np.take_along_axis(score, top, axis=1)
+    o = np.argsort(-top_s, axis=1, kind="stable")
+    org = np.take_along_axis(top, o, axis=1)
+    org = np.where(np.isfinite(np.take_along_axis(top_s, o, axis=1)), org, -1)
+    if org.shape[1] < K:
+        org = np.hstack([org, np.full((S, K - org.shape[1]), -1)])
+    return org
+
+
+def _events_frame(out: dict[str, list[np.ndarray]], pools: _Pools) -> pd.DataFrame:
+    """The days' impressions as one frame with the EVENTS columns."""
     cat = {k: np.concatenate(v) if v else np.empty(0) for k, v in out.items()}
     ts = pd.to_datetime(cat["ts"].astype(np.int64), unit="us", utc=True)
-    df = pd.DataFrame(
+    return pd.DataFrame(
         {
             "event_ts": ts,
             "search_id": cat["sid"].astype(np.int64),
@@ -510,9 +563,3 @@ def simulate(catalog: pd.DataFrame, queries: pd.DataFrame, judgments: pd.DataFra
             "order": cat["order"].astype(np.int8),
         }
     )
-    events = conform(df, "events")
-    log.info(
-        "simulated %d days x %d searches: %d impressions, CTR %.4f in %.1fs",
-        sim.days, S, len(events), float(events["click"].mean()), time.perf_counter() - t_start,
-    )
-    return events
