@@ -238,6 +238,12 @@ def relevance_grade_suite(df: pd.DataFrame, ctx: GateContext):
     ]
     if ev is None:
         return df, exp
+    return _evidence_checks(df, exp, ev)
+
+
+def _evidence_checks(df: pd.DataFrame, exp: list, ev: GradeEvidence):
+    """The grade batch's distribution checks: random-pair probe, best-rank band drop, agreement on judged pairs."""
+    gxe = _gxe()
     union = (df["chk_population"] == "union").to_numpy()
     grade = pd.to_numeric(df["grade"]).to_numpy(dtype=float)
     eg = pd.to_numeric(df["expected_grade"]).to_numpy(dtype=float)
