@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,11 @@ from relgrade.contract import SEGMENTS
 from training.args import CLICK, STUDENT, base_model_path
 from relgrade.util import Progress, utc_now
 from training.index import build_index, encode, load_index, search
-from training.metrics import aggregate, query_metrics
+from training.metrics import EvalData, Scored, aggregate, query_metrics
 from training.report import render_html
 
 log = logging.getLogger("training.evaluate")
 
-
-
-@dataclass
-class EvalData:
-    queries: pd.DataFrame  # query_id, text, segment (queries with >= 1 judged catalog item)
-    judged: pd.DataFrame  # query_id, item_id, grade, qi (row of queries), ci (catalog position)
-    item_ids: np.ndarray  # catalog order
-    item_texts: list[str]
-    tie: np.ndarray = field(default=None)  # per judged row: fixed pseudo-random tie-break
 
 
 def load_eval_data(cfg: RelgradeConfig) -> EvalData:
@@ -62,15 +52,6 @@ def load_eval_data(cfg: RelgradeConfig) -> EvalData:
 
 
 # ---------------------------------------------------------------- scorers
-@dataclass
-class Scored:
-    """A model's output on the evaluation data."""
-
-    judged_scores: np.ndarray  # per judged row
-    topk: list[set[int]]  # per query: catalog positions of the full-catalog top k
-    stats: dict
-
-
 def score_dense(model, item_emb: np.ndarray, index, ed: EvalData, k: int, max_seq_length: int, cfg: RelgradeConfig,
                 query_emb: np.ndarray | None = None) -> Scored:
     t = cfg.training
@@ -132,7 +113,8 @@ def score_base(ed: EvalData, cfg: RelgradeConfig, k: int) -> Scored:
 
     m = cfg.mining
     ch = DenseChannel(model_path=base_model_path(cfg), batch_size=m.dense_batch_size, max_seq_length=m.dense_max_seq_length,
-                      precision=m.dense_precision, cache_dir=embedding_cache_dir(cfg), threads=cfg.training.threads)
+                      precision=m.dense_precision, cache_dir=embedding_cache_dir(cfg), threads=cfg.training.threads,
+                      device=cfg.device)
     prog = Progress("encode catalog (base)", len(ed.item_texts), cfg.training.progress_every_s, log, unit="texts")
     emb = ch.encode(ed.item_texts, progress=lambda d, n: prog(d), what="items")
     qemb = ch.encode(ed.queries["text"].tolist(), what="queries")

@@ -18,7 +18,7 @@ torso / tail.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -27,8 +27,23 @@ from relgrade.config import RelgradeConfig
 from relgrade.contract import SEGMENTS
 from training.args import CLICK, STUDENT
 
-if TYPE_CHECKING:
-    from training.evaluate import EvalData, Scored
+# ---------------------------------------------------------------- types
+@dataclass
+class EvalData:
+    queries: pd.DataFrame  # query_id, text, segment (queries with >= 1 judged catalog item)
+    judged: pd.DataFrame  # query_id, item_id, grade, qi (row of queries), ci (catalog position)
+    item_ids: np.ndarray  # catalog order
+    item_texts: list[str]
+    tie: np.ndarray = field(default=None)  # per judged row: fixed pseudo-random tie-break
+
+
+@dataclass
+class Scored:
+    """A model's output on the evaluation data."""
+
+    judged_scores: np.ndarray  # per judged row
+    topk: list[set[int]]  # per query: catalog positions of the full-catalog top k
+    stats: dict
 
 
 def query_metrics(ed: EvalData, sc: Scored, cfg: RelgradeConfig) -> pd.DataFrame:

@@ -3,7 +3,16 @@ format sentence-transformers writes: YAML front matter, usage with the FAISS ind
 data, target, curriculum, index, metrics (after evaluation), limitations, data terms."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+SUMMARY_FILE = "training_summary.json"
+
+
+def read_summary(folder: str | Path) -> dict | None:
+    """The training summary the student wrote into ``folder`` (None before training)."""
+    p = Path(folder) / SUMMARY_FILE
+    return json.loads(p.read_text()) if p.exists() else None
 
 
 def write_model_card(folder: str | Path, summary: dict, metrics: dict | None = None) -> Path:
@@ -90,8 +99,6 @@ def write_model_card(folder: str | Path, summary: dict, metrics: dict | None = N
 def add_metrics(folder: str | Path, model_metrics: dict) -> Path | None:
     """Rewrite the card of the model in ``folder`` with its evaluation metrics
     (``model_metrics``: the evaluation report's ``models[<name>]``)."""
-    from training.student import read_summary
-
     summary = read_summary(folder)
     if not summary:
         return None

@@ -30,12 +30,10 @@ from training.curriculum import build_loss, describe, plan, stage_examples
 from training.data import load_trainset, subsample_graded
 from relgrade.numerics import resolve_device, resolve_precision
 from relgrade.util import Progress, peak_rss_mb, utc_now
-from training.model_card import write_model_card
+from training.model_card import SUMMARY_FILE, read_summary, write_model_card  # noqa: F401 (read_summary: re-exported)
 from training.index import build_index, encode, save_index
 
 log = logging.getLogger("training.student")
-
-SUMMARY_FILE = "training_summary.json"
 
 
 def _progress_callback(stage_name: str, total_steps: int, batch_size: int, every_s: float):
@@ -176,8 +174,3 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
     os.replace(tmp_folder, folder)
     log.info("%s saved to %s (%.0fs in all)", run.name, folder, summary["total_s"])
     return summary
-
-
-def read_summary(folder: str | Path) -> dict | None:
-    p = Path(folder) / SUMMARY_FILE
-    return json.loads(p.read_text()) if p.exists() else None
