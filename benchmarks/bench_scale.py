@@ -258,9 +258,9 @@ def run_grading(data_root: str, path: str, sizes: list[int]) -> dict:
         t0 = time.perf_counter()
         start_s = None
         if workers:
-            from relgrade import engine
+            from relgrade.grading import ray_worker
 
-            start_s = engine.grade_chunks(rc, cascade, fz, pairs, todo, on_chunk)["start_s"]
+            start_s = ray_worker.grade_chunks(rc, cascade, fz, pairs, todo, on_chunk)["start_s"]
         else:
             for c, lo, hi in todo:
                 part = pairs.iloc[lo:hi]

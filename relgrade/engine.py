@@ -6,7 +6,8 @@ and they fan the work out over Ray and bring the results back to the task, which
 them exactly as the local path does. Three kinds of work go to Ray:
 
 * **encoding** (:func:`encode_chunks`): Ray Data ``map_batches`` over an actor pool of
-  :class:`TextEncoder` (the bi-encoder loads once per actor). The rows are the local
+  the caller's encoder class (the dense channel's
+  :class:`relgrade.mining.channels.dense.TextEncoder`: the bi-encoder loads once per actor). The rows are the local
   path's own encoding chunks, so every ``model.encode`` call sees the same texts in the
   same order and the embeddings are bit for bit those of the local path.
 * **channel search** (:func:`search_sharded`): the fitted lexical or dense channel is put
@@ -14,7 +15,8 @@ them exactly as the local path does. Three kinds of work go to Ray:
   :class:`ChannelSearcher` actors (a FAISS index travels serialized and is rebuilt once
   per actor); the queries are sharded over them in shards of
   ``ray.search_shard_queries``. Ranks are per query, so sharding changes nothing.
-* **grading** (:func:`grade_chunks`): an actor pool of :class:`ChunkGrader`, each holding
+* **grading** (:func:`run_chunk_pool`): an actor pool of the caller's worker class
+  (:class:`relgrade.grading.ray_worker.ChunkGrader`), each holding
   the cascade and the pair featurizer (loaded once per actor), grades the union in the
   same fixed chunks as the local path; the driver writes each chunk atomically as it
   arrives, so the checkpoint and resume semantics are the local path's (a killed run
@@ -28,6 +30,9 @@ them exactly as the local path does. Three kinds of work go to Ray:
 
 Ray Core actors rather than Ray Data for grading: the chunk is the unit of the
 checkpoint, and Ray Data would re-block the rows.
+
+The engine is ground: it knows Ray, not the stages. The stages hand it their own worker
+classes (``tests/code/test_layers.py`` keeps it so).
 """
 from __future__ import annotations
 
@@ -40,18 +45,12 @@ import numpy as np
 import pandas as pd
 
 from relgrade.config import ConfigError, RelgradeConfig
+from relgrade.util import peak_rss_mb
 
 log = logging.getLogger("relgrade.engine")
 _LOCK = threading.Lock()
 _WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "GX_ANALYTICS_ENABLED": "false"}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (what a worker reports with its results)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def uses_ray(cfg: RelgradeConfig) -> bool:
@@ -100,7 +99,12 @@ def ensure_ray(cfg: RelgradeConfig):
 
 
 def _worker_options(cfg: RelgradeConfig) -> dict:
-    return {"num_cpus": cfg.ray.cpus_per_worker}
+    """What each heavy actor reserves: ``ray.cpus_per_worker`` CPUs and, when set,
+    ``ray.gpus_per_worker`` GPUs (Ray then sets the actor's ``CUDA_VISIBLE_DEVICES``)."""
+    opts = {"num_cpus": cfg.ray.cpus_per_worker}
+    if cfg.ray.gpus_per_worker:
+        opts["num_gpus"] = cfg.ray.gpus_per_worker
+    return opts
 
 
 def n_workers(cfg: RelgradeConfig, jobs: int) -> int:
@@ -127,44 +131,22 @@ def _start(cfg: RelgradeConfig, actors: list, what: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- encoding
-class TextEncoder:
-    """A Ray Data actor: the bi-encoder, loaded once, encodes one chunk per row with the
-    local path's own call (:func:`relgrade.mining.channels.dense.encode_chunk`)."""
-
-    def __init__(self, model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int):
-        from relgrade.mining.channels.dense import load_model
-
-        self.model = load_model(model_path, threads)
-        self.model.max_seq_length = max_seq_length
-        self.batch_size, self.precision = batch_size, precision
-
-    def __call__(self, batch: dict) -> dict:
-        from relgrade.mining.channels.dense import encode_chunk
-
-        pos, emb = [], []
-        for p, texts in zip(batch["pos"], batch["texts"]):
-            emb.append(encode_chunk(self.model, [str(t) for t in texts], self.batch_size, self.precision))
-            pos.append(np.asarray(p, dtype=np.int64))
-        pos = np.concatenate(pos)
-        return {"pos": pos, "emb": np.concatenate(emb), "rss_mb": np.full(len(pos), peak_rss_mb())}
-
-
 def encode_chunks(cfg: RelgradeConfig, chunks: list[list[str]], positions: list[np.ndarray], n: int, *,
-                  model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int,
-                  progress=None) -> tuple[np.ndarray, float]:
+                  encoder: type, encoder_kwargs: dict, progress=None) -> tuple[np.ndarray, float]:
     """``(n, dim)`` embeddings of ``chunks`` (``positions[i]``: the rows chunk ``i``
-    fills), encoded by ``ray.workers`` :class:`TextEncoder` actors, and the actors' peak
-    memory (MB)."""
+    fills), encoded by ``ray.workers`` actors of ``encoder`` (a Ray Data callable class:
+    ``encoder(**encoder_kwargs)`` maps a batch of ``{"pos", "texts"}`` rows to ``{"pos",
+    "emb", "rss_mb"}``), and the actors' peak memory (MB)."""
     ray = ensure_ray(cfg)
     out = None
     rows = [{"pos": np.asarray(p, dtype=np.int64), "texts": list(c)} for p, c in zip(positions, chunks)]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     workers = n_workers(cfg, len(rows))
-    threads = cfg.ray.threads_per_worker or threads
-    enc = ds.map_batches(TextEncoder, batch_size=1, concurrency=workers, batch_format="numpy",
-                         fn_constructor_kwargs={"model_path": model_path, "max_seq_length": max_seq_length,
-                                                "batch_size": batch_size, "precision": precision,
-                                                "threads": threads},
+    kwargs = dict(encoder_kwargs)
+    if cfg.ray.threads_per_worker:
+        kwargs["threads"] = cfg.ray.threads_per_worker
+    enc = ds.map_batches(encoder, batch_size=1, concurrency=workers, batch_format="numpy",
+                         fn_constructor_kwargs=kwargs,
                          max_restarts=cfg.ray.max_retries, max_task_retries=cfg.ray.max_retries,
                          **_worker_options(cfg))
     done, peak = 0, 0.0
@@ -209,16 +191,15 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     which could reorder near-tied items."""
     import time
 
-    from relgrade.mining.channels.base import empty_results
-
     t0 = time.perf_counter()
     ray = ensure_ray(cfg)
     qbs = int(getattr(channel, "query_batch_size", None) or getattr(channel, "batch_size", None) or 1)
     step = max(1, -(-cfg.ray.search_shard_queries // qbs)) * qbs
     n = len(queries)
     shards = list(range(0, n, step))
-    if not shards:
-        return empty_results(), {"peak_rss_mb": 0.0, "start_s": 0.0, "seconds": 0.0}
+    if not shards:  # nothing to send: the channel's own (empty) answer
+        res = channel.search_embeddings(queries, qemb, k) if qemb is not None else channel.search_local(queries, k)
+        return res, {"peak_rss_mb": 0.0, "start_s": 0.0, "seconds": 0.0}
     r = cfg.ray
     Actor = ray.remote(ChannelSearcher).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
                                                 **_worker_options(cfg))
@@ -245,61 +226,18 @@ def search_sharded(cfg: RelgradeConfig, channel, queries: pd.DataFrame, k: int, 
     return pd.concat(out, ignore_index=True), info
 
 
-# --------------------------------------------------------------------------- grading
-class ChunkGrader:
-    """A grading actor: the cascade and the pair featurizer (given once, through the
-    object store), :meth:`TeacherCascade.grade` + :func:`grade_frame` per chunk."""
-
-    def __init__(self, cascade, fz, max_share, llm_share, threads: int | None):
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-            for t in cascade.teachers:
-                if hasattr(t, "threads"):
-                    t.threads = threads
-        self.cascade, self.fz, self.max_share, self.llm_share = cascade, fz, max_share, llm_share
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def grade(self, c: int, part: pd.DataFrame) -> dict:
-        from relgrade.grading.cascade import grade_frame
-
-        llm = self.cascade.llm
-        if llm is not None:
-            llm.take_stats()  # a retried chunk counts once: only what this call asked
-        res = self.cascade.grade(part, self.fz, self.max_share, self.llm_share)
-        import ray
-
-        return {"chunk": c, "frame": grade_frame(part, res, self.cascade.rule), "seconds": res.seconds,
-                "llm_stats": None if llm is None else llm.take_stats(),
-                "counts": res.counts, "llm_failed": res.llm_failed, "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id(), "peak_rss_mb": peak_rss_mb()}
-
-
-def _lean_featurizer(fz, union: pd.DataFrame):
-    """The featurizer the workers need: union rows carry their own channel features
-    (``PairFeaturizer.union_features`` reads them from the rows), so its lookup of every
-    union pair stays on the driver; a worker's memory then does not grow with the union."""
-    import copy
-
-    from relgrade.grading.features import UNION_FEATURES
-
-    if getattr(fz, "union_key", None) is None or not all(c in union.columns for c in UNION_FEATURES):
-        return fz
-    lean = copy.copy(fz)
-    lean.union_key, lean.union_vals = None, None
-    return lean
-
-
-def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: Iterable[tuple[int, int, int]],
-                 on_chunk: Callable[[dict], None], on_actors: Callable[[list[int]], None] | None = None) -> dict:
-    """Grade the chunks ``todo`` (``(chunk, lo, hi)`` row ranges of ``union``) on
-    ``ray.workers`` :class:`ChunkGrader` actors; ``on_chunk(result)`` is called on the
-    driver as each chunk finishes (it writes the chunk file). ``on_actors(pids)`` is told
-    the actors' process ids once they are up (tests kill one). Returns ``{"workers",
-    "start_s"}``: how many actors graded, and the seconds until they were up."""
+# --------------------------------------------------------------------------- chunk pools
+def run_chunk_pool(cfg: RelgradeConfig, worker: type, worker_args: tuple, frame: pd.DataFrame,
+                   todo: Iterable[tuple[int, int, int]], on_chunk: Callable[[dict], None],
+                   on_actors: Callable[[list[int]], None] | None = None, what: str = "grading") -> dict:
+    """Run the chunks ``todo`` (``(chunk, lo, hi)`` row ranges of ``frame``) on
+    ``ray.workers`` actors of ``worker`` (``worker(*worker_args)``; each argument goes
+    through the object store once; the actor has ``pid()`` and ``run(chunk, rows) -> dict``).
+    ``on_chunk(result)`` is called on the driver as each chunk finishes (the grading stage
+    writes the chunk file there). ``on_actors(pids)`` is told the actors' process ids once
+    they are up (tests kill one). A killed actor is restarted and its chunk retried
+    (``ray.max_retries``). Returns ``{"workers", "start_s"}``: how many actors ran, and the
+    seconds until they were up."""
     import time
 
     t0 = time.perf_counter()
@@ -307,37 +245,32 @@ def grade_chunks(cfg: RelgradeConfig, cascade, fz, union: pd.DataFrame, todo: It
     todo = list(todo)
     if not todo:
         return {"workers": 0, "start_s": 0.0}
-    g, r = cfg.grading, cfg.ray
+    r = cfg.ray
     n_act = n_workers(cfg, len(todo))
-    Actor = ray.remote(ChunkGrader).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
-                                            **_worker_options(cfg))
-    cas_ref, fz_ref = ray.put(cascade), ray.put(_lean_featurizer(fz, union))
-    llm_share = g.llm_judge.max_share if g.llm_judge.enabled else None
-    actors = [Actor.remote(cas_ref, fz_ref, g.max_share, llm_share, r.threads_per_worker or g.threads)
-              for _ in range(n_act)]
+    Actor = ray.remote(worker).options(max_restarts=r.max_retries, max_task_retries=r.max_retries,
+                                       **_worker_options(cfg))
+    refs = [ray.put(a) for a in worker_args]
+    actors = [Actor.remote(*refs) for _ in range(n_act)]
     queue = list(todo)
     inflight: dict = {}
 
     def submit(a) -> None:
         c, lo, hi = queue.pop(0)
-        inflight[a.grade.remote(c, union.iloc[lo:hi])] = a
+        inflight[a.run.remote(c, frame.iloc[lo:hi])] = a
 
     try:
-        pids = _start(cfg, actors, "grading")
+        pids = _start(cfg, actors, what)
         start_s = time.perf_counter() - t0
         if on_actors is not None:
             on_actors(pids)
-        for a in actors:  # two chunks per actor in flight: the next is queued while one grades
+        for a in actors:  # two chunks per actor in flight: the next is queued while one runs
             for _ in range(2):
                 if queue:
                     submit(a)
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             a = inflight.pop(ready[0])
-            r = ray.get(ready[0])
-            if r.get("llm_stats") and cascade.llm is not None:  # the judge's requests, tokens, latency
-                cascade.llm.add_stats(r["llm_stats"])
-            on_chunk(r)
+            on_chunk(ray.get(ready[0]))
             if queue:
                 submit(a)
     finally:

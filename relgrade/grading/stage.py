@@ -500,10 +500,10 @@ def grade_union(cfg: RelgradeConfig, fz: PairFeaturizer, inp: Inputs, cascade: T
         progress.update(done[0], extra=f"chunk {r['chunk'] + 1}/{n_chunks}")
 
     if cfg.engine == "ray":  # the same chunks on an actor pool (relgrade/engine.py)
-        from relgrade import engine
+        from relgrade.grading import ray_worker
 
         stats["engine"] = "ray"
-        info = engine.grade_chunks(cfg, cascade, fz, u, todo, write_chunk, on_actors)
+        info = ray_worker.grade_chunks(cfg, cascade, fz, u, todo, write_chunk, on_actors)
         stats["worker_start_s"] = info["start_s"]
     else:
         stats["engine"] = "local"

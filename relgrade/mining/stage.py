@@ -76,8 +76,16 @@ def _make_index_channel(name: str, cfg: RelgradeConfig) -> Channel:
         exact_max_items=m.dense_exact_max_items, ann=m.dense_ann, hnsw_m=m.dense_hnsw_m,
         hnsw_ef_construction=m.dense_hnsw_ef_construction, hnsw_ef_search=m.dense_hnsw_ef_search,
         ivf_nlist=m.dense_ivf_nlist, ivf_nprobe=m.dense_ivf_nprobe, cache_dir=embedding_cache_dir(cfg),
-        threads=m.dense_threads, query_batch_size=m.query_batch_size,
+        threads=m.dense_threads, query_batch_size=m.query_batch_size, device=channel_device(cfg),
     )
+
+
+def channel_device(cfg: RelgradeConfig) -> str:
+    """Where the dense channel's bi-encoder runs: the configured ``device``; on Ray, the
+    workers' (a GPU only when each reserves one, ``ray.gpus_per_worker``)."""
+    if cfg.engine == "ray" and not cfg.ray.gpus_per_worker:
+        return "cpu"
+    return cfg.device
 
 
 def make_channel(

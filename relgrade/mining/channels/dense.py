@@ -55,12 +55,34 @@ def encode_chunk(model, texts: list[str], batch_size: int, precision: str) -> np
     engines run, so the local path and a Ray encoder compute the same numbers."""
     import torch
 
-    on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                enabled=precision == "bf16" and on_cpu):
+    from relgrade.numerics import autocast
+
+    with torch.inference_mode(), autocast(str(getattr(model, "device", "cpu")), precision):
         e = model.encode(texts, batch_size=batch_size, normalize_embeddings=False, convert_to_numpy=False,
                          convert_to_tensor=True, show_progress_bar=False)
     return e.float().cpu().numpy()
+
+
+class TextEncoder:
+    """The Ray Data actor of ``engine: ray`` (:func:`relgrade.engine.encode_chunks`): the
+    bi-encoder, loaded once, encodes one chunk per row with the local path's own call
+    (:func:`encode_chunk`), so both engines compute the same numbers."""
+
+    def __init__(self, model_path: str, max_seq_length: int, batch_size: int, precision: str, threads: int,
+                 device: str = "cpu"):
+        self.model = load_model(model_path, threads, device)
+        self.model.max_seq_length = max_seq_length
+        self.batch_size, self.precision = batch_size, precision
+
+    def __call__(self, batch: dict) -> dict:
+        from relgrade.util import peak_rss_mb
+
+        pos, emb = [], []
+        for p, texts in zip(batch["pos"], batch["texts"]):
+            emb.append(encode_chunk(self.model, [str(t) for t in texts], self.batch_size, self.precision))
+            pos.append(np.asarray(p, dtype=np.int64))
+        pos = np.concatenate(pos)
+        return {"pos": pos, "emb": np.concatenate(emb), "rss_mb": np.full(len(pos), peak_rss_mb())}
 
 
 def texts_digest(texts: list[str], *parts: object) -> str:
@@ -95,13 +117,15 @@ class DenseChannel(Channel):
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
         query_batch_size: int = 1000,
+        device: str = "cpu",
     ):
         super().__init__()
-        from relgrade.numerics import resolve_precision
+        from relgrade.numerics import resolve_device, resolve_precision
 
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-        precision = resolve_precision(precision)
+        self.device = resolve_device(device)
+        precision = resolve_precision(precision, self.device)
         if ann not in ("hnsw", "ivf"):
             raise ValueError(f"ann must be hnsw or ivf, got {ann!r}")
         self.model_path = str(model_path or default_model_path())
@@ -144,7 +168,8 @@ class DenseChannel(Channel):
 
     # ---- encoding -----------------------------------------------------------
     def _cache_key(self, texts: list[str]) -> str:
-        return texts_digest(texts, self.model_path, self.max_seq_length, self.precision, "v1")
+        return texts_digest(texts, self.model_path, self.max_seq_length, self.precision,
+                            *([] if self.device == "cpu" else [self.device]), "v1")
 
     def encode(self, texts: list[str], progress: ProgressFn | None = None, what: str = "texts") -> np.ndarray:
         """L2-normalized float32 embeddings, from the disk cache when the same texts were
@@ -190,12 +215,14 @@ class DenseChannel(Channel):
             from relgrade import engine
 
             enc, peak = engine.encode_chunks(
-                self.engine, chunks, positions, len(uniq), model_path=self.model_path,
-                max_seq_length=self.max_seq_length, batch_size=self.batch_size, precision=self.precision,
-                threads=self.threads, progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)))
+                self.engine, chunks, positions, len(uniq), encoder=TextEncoder,
+                encoder_kwargs={"model_path": self.model_path, "max_seq_length": self.max_seq_length,
+                                "batch_size": self.batch_size, "precision": self.precision,
+                                "threads": self.threads, "device": self.device},
+                progress=None if progress is None else (lambda d, t: progress(int(d * n / t), n)))
             self.stats["encode_ray_worker_peak_rss_mb"] = max(self.stats.get("encode_ray_worker_peak_rss_mb", 0.0), peak)
         else:
-            model = load_model(self.model_path, self.threads)
+            model = load_model(self.model_path, self.threads, self.device)
             enc = np.zeros((len(uniq), self._dim(model)), dtype=np.float32)
             done = 0
             with _MODEL_LOCK:  # one encoder at a time: the model object is shared
@@ -214,7 +241,7 @@ class DenseChannel(Channel):
         return enc[inverse.ravel()]
 
     def _dim(self, model=None) -> int:
-        m = model if model is not None else load_model(self.model_path, self.threads)
+        m = model if model is not None else load_model(self.model_path, self.threads, self.device)
         return int(m.get_embedding_dimension() if hasattr(m, "get_embedding_dimension")
                    else m.get_sentence_embedding_dimension())
 
