@@ -7,14 +7,14 @@ import pandas as pd
 from relgrade.adapters import load_dataset
 from relgrade.config import RelgradeConfig
 from relgrade.contract import conform
-from relgrade.simulate import query_segments
+from relgrade.segments import query_segments
 
 CONTRACT_TABLES = ("catalog", "queries", "judgments")
 
 
 def traffic_segments(queries: pd.DataFrame, searches: pd.Series, cfg: RelgradeConfig) -> pd.Series:
     """head / torso / tail by each query's share of a real log's searches (queries the log
-    never saw are tail): the rule of :func:`relgrade.simulate.query_segments` on the
+    never saw are tail): the rule of :func:`relgrade.segments.query_segments` on the
     log's traffic instead of the simulator's."""
     import numpy as np
 

@@ -309,7 +309,7 @@ def query_attributes_suite(df: pd.DataFrame, ctx: GateContext):
     whose attribute count matches ``n_attributes``, and one tagger version per batch."""
     import json
 
-    from relgrade.attributes.schema import COLUMNS
+    from relgrade.views import QUERY_ATTRIBUTE_FIELDS as COLUMNS
 
     gxe = _gxe()
     df, exp = _view_common(df, ctx, QUERY_ATTRIBUTES_FV)

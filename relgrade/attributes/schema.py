@@ -5,12 +5,14 @@ A query is tagged token by token (``query.split()``): ``B-<TYPE>`` opens a span,
 exclusive."""
 from __future__ import annotations
 
+from relgrade.views import QUERY_ATTRIBUTE_FIELDS
+
 TYPES = ("TYPE", "BRAND", "SIZE", "COLOR", "MATERIAL", "COUNT", "POWER", "MODEL")
 TAGS = ("O", *(f"{p}-{t}" for t in TYPES for p in ("B", "I")))
 TAG_INDEX = {t: i for i, t in enumerate(TAGS)}
-# the feature view's column per type (query_attributes_fv)
-COLUMNS = {"TYPE": "product_type", "BRAND": "brand", "SIZE": "size", "COLOR": "color", "MATERIAL": "material",
-           "COUNT": "count", "POWER": "power", "MODEL": "model_number"}
+# the feature view's column per type (query_attributes_fv; named in relgrade/views.py)
+COLUMNS = QUERY_ATTRIBUTE_FIELDS
+assert tuple(COLUMNS) == TYPES
 
 Span = tuple[int, int, str]
 

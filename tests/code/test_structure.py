@@ -26,12 +26,7 @@ def _flow_modules() -> set[str]:
     return {f"flows.{p.stem}" for p in (REPO / "flows").glob("*.py") if "@flow(" in p.read_text()}
 
 
-def test_logic_never_imports_the_flows():
-    offenders = [f"{p.relative_to(REPO)} imports {m}"
-                 for d in ("relgrade", "training", "validation")
-                 for p in sorted((REPO / d).rglob("*.py")) if p.name != "cli.py"
-                 for m in sorted(_imports(p)) if m == "flows" or m.startswith("flows.")]
-    assert offenders == []
+# logic never importing the flows is one of the layer rules: tests/code/test_layers.py
 
 
 def test_no_flow_imports_another_flow_except_the_pipeline():
