@@ -525,6 +525,23 @@ def _default_curriculum() -> list[CurriculumStageConfig]:
     ]
 
 
+class HardNegativeBaselineConfig(_Strict):
+    """The peer recipe, ``hardneg_human`` (training/hardneg.py): judged train pairs with a
+    grade >= ``min_grade``, one negative each from sentence-transformers'
+    ``mine_hard_negatives`` with the base model over the catalog, MNRL, one epoch."""
+
+    enabled: bool = True  # the train stage trains it (and the evaluation scores it)
+    min_grade: int = Field(2, ge=0, le=3)  # positives: human grade at least this
+    # positives drawn (seeded); None: the curriculum's examples in all, the student's budget
+    positives: int | None = Field(None, ge=1)
+    range_min: int = Field(10, ge=0)  # skip the base model's top range_min candidates ...
+    range_max: int = Field(50, ge=1)  # ... and consider those up to range_max
+    relative_margin: float | None = Field(0.05, ge=0, lt=1)  # negative score <= (1 - margin) * positive's
+    num_negatives: int = Field(1, ge=1)
+    sampling_strategy: Literal["random", "top"] = "random"
+    learning_rate: float = Field(5e-5, gt=0)
+
+
 class TrainingConfig(_Strict):
     """Student bi-encoder training (docs/training.md)."""
 
@@ -532,6 +549,8 @@ class TrainingConfig(_Strict):
     target_column: str = "target"  # trainset column the student learns (blended relgrade target)
     click_target_column: str = "click_target"  # the click-trained baseline's target
     train_click_baseline: bool = True  # the train stage also trains the click-trained baseline
+    # the sentence-transformers hard-negative recipe on the human judgments (hardneg_human)
+    hardneg_baseline: HardNegativeBaselineConfig = Field(default_factory=HardNegativeBaselineConfig)
     curriculum: list[CurriculumStageConfig] = Field(default_factory=_default_curriculum)
     batch_size: int = Field(32, ge=2)  # examples per optimizer step, every stage
     max_seq_length: int = Field(32, ge=8)  # tokens, training and the student's catalog encoding
@@ -574,8 +593,8 @@ class EvaluationConfig(_Strict):
     split: Literal["dev", "test"] = "test"  # human-labelled split scored
     # teacher: the grading cascade ranking the judged items (the distillation reference;
     # judged-set metrics only, left out when the grade stage has not run)
-    models: list[Literal["student", "click_trained", "base", "bm25", "teacher"]] = Field(
-        default_factory=lambda: ["student", "click_trained", "base", "bm25", "teacher"])
+    models: list[Literal["student", "click_trained", "hardneg_human", "base", "bm25", "teacher"]] = Field(
+        default_factory=lambda: ["student", "click_trained", "hardneg_human", "base", "bm25", "teacher"])
     ndcg_k: int = Field(10, ge=1)  # judged-set NDCG@k, gain 2^grade - 1
     embarrassing_k: int = Field(3, ge=1)  # share of the top-k judged items with grade 0
     recall_k: int = Field(100, ge=1)  # full-catalog recall@k ...
@@ -586,6 +605,9 @@ class EvaluationConfig(_Strict):
     # targets checked in the report: student vs click-trained
     target_relative_gain: float = Field(0.05, ge=0, le=10)
     target_embarrassing_ratio: float = Field(0.6, gt=0, le=10)
+    # targets against the peer recipe (hardneg_human): recall@k at least 1 + this times
+    # the peer's; NDCG@k on queries with a grade 0 at or above it; emb@k at or below it
+    target_peer_recall_gain: float = Field(0.03, ge=0, le=10)
     query_batch_size: int = Field(256, ge=1)
 
 
@@ -817,9 +839,9 @@ class Paths:
         return self.training / "manifest.json"
 
     def model(self, name: str) -> Path:
-        """A trained bi-encoder: the pipeline's two runs (``student``, ``click_trained``)
+        """A trained bi-encoder: the pipeline's runs (``student``, ``click_trained``, ``hardneg_human``)
         at models/<name>, every other run under models/experiments/<name>."""
-        return self.models / name if name in ("student", "click_trained") else self.models / "experiments" / name
+        return self.models / name if name in ("student", "click_trained", "hardneg_human") else self.models / "experiments" / name
 
 
 def _tag(ts) -> str:

@@ -14,6 +14,7 @@ from relgrade.config import RelgradeConfig
 
 STUDENT = "student"
 CLICK = "click_trained"
+HARDNEG = "hardneg_human"  # the peer recipe: sentence-transformers hard negatives on the human judgments
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TrainRun:
     use_curriculum: bool = True  # False: every stage draws from all five levels
     graded_fraction: float = 1.0  # share of teacher-graded pairs kept (data scaling)
     budget_multiplier: float = 1.0  # every stage's max_examples times this (budget experiment)
+    recipe: str = "curriculum"  # curriculum (the staged plan) | hardneg_human (training/hardneg.py)
     description: str = ""
 
     def with_(self, **kw) -> "TrainRun":
@@ -54,10 +56,19 @@ def click_run(cfg: RelgradeConfig) -> TrainRun:
                     description="engagement-only target (smoothed CTR), same losses and budget, no curriculum")
 
 
+def hardneg_run(cfg: RelgradeConfig) -> TrainRun:
+    """The peer recipe at the student's budget (training/hardneg.py)."""
+    return TrainRun(HARDNEG, "grade", cfg.paths.model(HARDNEG), use_curriculum=False, recipe=HARDNEG,
+                    description="sentence-transformers recipe: human grade >= 2 positives, one mine_hard_negatives "
+                                "negative each, MNRL, same base, sequence length and budget")
+
+
 def pipeline_runs(cfg: RelgradeConfig) -> list[TrainRun]:
     runs = [student_run(cfg)]
     if cfg.training.train_click_baseline:
         runs.append(click_run(cfg))
+    if cfg.training.hardneg_baseline.enabled:
+        runs.append(hardneg_run(cfg))
     return runs
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relgrade.config import TrainingConfig
+from relgrade.config import RelgradeConfig, TrainingConfig
 from relgrade.contract import ContractError
 
 log = logging.getLogger("training.data")
@@ -80,6 +80,14 @@ def subsample_graded(df: pd.DataFrame, fraction: float, seed: int) -> pd.DataFra
     rng = np.random.default_rng(seed)
     keep = ~df["graded"].to_numpy() | (rng.random(len(df)) < fraction)
     return df[keep].reset_index(drop=True)
+
+
+def load_catalog_texts(cfg: RelgradeConfig) -> tuple[list[str], list[str]]:
+    """(item_ids, texts) of the whole catalog, the text every dense model indexes."""
+    from relgrade.mining.channels import item_texts
+
+    cat = pd.read_parquet(cfg.paths.table("catalog")).drop_duplicates("item_id").reset_index(drop=True)
+    return cat["item_id"].astype(str).tolist(), item_texts(cat).tolist()
 
 
 # ---------------------------------------------------------------- stage examples

@@ -19,7 +19,7 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.contract import SEGMENTS
-from training.args import CLICK, STUDENT, base_model_path
+from training.args import CLICK, HARDNEG, STUDENT, base_model_path
 from relgrade.util import Progress, utc_now
 from training.index import build_index, encode, load_index, search
 from training.metrics import EvalData, Scored, aggregate, query_metrics
@@ -180,7 +180,9 @@ def default_models(cfg: RelgradeConfig) -> dict[str, dict]:
                 log.warning("no teacher scores at %s (grade stage not run): teacher reference left out",
                             cfg.paths.test_scores)
                 continue
-        if m in (STUDENT, CLICK):
+        if m == HARDNEG and not cfg.training.hardneg_baseline.enabled:
+            continue  # the peer recipe is not trained (training.hardneg_baseline.enabled false)
+        if m in (STUDENT, CLICK, HARDNEG):
             specs[m] = {"kind": "trained", "path": cfg.paths.model(m)}
         else:
             specs[m] = {"kind": m}
@@ -211,7 +213,8 @@ def _training_summary(folder) -> dict | None:
     summ = read_summary(folder)
     if not summ:
         return None
-    return {k: summ.get(k) for k in ("target_column", "use_curriculum", "graded_fraction", "train_s", "stages", "data")}
+    return {k: summ.get(k) for k in ("recipe", "target_column", "use_curriculum", "graded_fraction", "train_s", "stages",
+                                     "data")}
 
 
 def _target_lines(agg: dict, cfg: RelgradeConfig) -> dict[str, float]:
@@ -276,10 +279,12 @@ def evaluate(cfg: RelgradeConfig, models: dict[str, dict] | None = None, out_dir
     pd.concat({n: pq for n, pq in per_query.items()}, names=["model"]).reset_index(level=0).to_parquet(
         out_dir / "per_query.parquet", index=False)
     report["paths"] = {"json": str(out_dir / "report.json"), "html": str(out_dir / "report.html")}
-    if update_card and STUDENT in models and models[STUDENT]["kind"] == "trained":
+    if update_card:  # each trained model's card gets its metrics, the other models' beside them
         from training.model_card import add_metrics
 
-        add_metrics(models[STUDENT]["path"], report["models"][STUDENT])
+        for name, spec in models.items():
+            if spec["kind"] == "trained" and name in report["models"]:
+                add_metrics(spec["path"], report["models"][name], report["models"])
     log.info("evaluation written to %s (%.0fs)", out_dir, report["eval_s"])
     return report
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from relgrade.config import RelgradeConfig
 from relgrade.contract import SEGMENTS
-from training.args import CLICK, STUDENT
+from training.args import CLICK, HARDNEG, STUDENT
 
 # ---------------------------------------------------------------- types
 @dataclass
@@ -172,7 +172,8 @@ def check_targets(agg: dict, cfg: RelgradeConfig, click: str = CLICK, label: str
                   click_label: str = "click-trained") -> list[dict]:
     """The evaluation targets (``evaluation.target_relative_gain``,
     ``target_embarrassing_ratio``) checked on ``agg["comparisons"]`` (the student against ``click``,
-    ``base`` and ``bm25``); ``label`` / ``click_label`` name the pair in the rows."""
+    the peer recipe ``hardneg_human`` (``target_peer_recall_gain``), ``base`` and ``bm25``);
+    ``label`` / ``click_label`` name the pair in the rows."""
     e = cfg.evaluation
     c = agg.get("comparisons", {})
     rec, ng0, emb = f"recall@{e.recall_k}", f"ndcg@{e.ndcg_k}_g0", f"emb@{e.embarrassing_k}"
@@ -189,6 +190,12 @@ def check_targets(agg: dict, cfg: RelgradeConfig, click: str = CLICK, label: str
         r = c[click].get(emb, {}).get("ratio")
         add(f"{label} / {click_label} {emb}", r, f"<= {e.target_embarrassing_ratio:.2f}",
             None if r is None else r <= e.target_embarrassing_ratio)
+    if HARDNEG in c:  # the peer recipe: the alternative a team already has
+        g = 1 + e.target_peer_recall_gain
+        for m, goal, ok in ((rec, f">= {g:.2f}", lambda r: r >= g), (ng0, ">= 1.00", lambda r: r >= 1.0),
+                            (emb, "<= 1.00", lambda r: r <= 1.0)):
+            r = c[HARDNEG].get(m, {}).get("ratio")
+            add(f"{label} / {HARDNEG} {m}", r, goal, None if r is None else ok(r))
     for other in ("base", "bm25"):
         if other in c:
             for m in (rec, ng0):

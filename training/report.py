@@ -10,9 +10,10 @@ import numpy as np
 
 from relgrade.contract import SEGMENTS
 from relgrade.reporting import png
-from training.args import CLICK, STUDENT
+from training.args import CLICK, HARDNEG, STUDENT
 
-MODEL_LABELS = {STUDENT: "student (relgrade)", CLICK: "click-trained", "base": "base MiniLM", "bm25": "BM25",
+MODEL_LABELS = {STUDENT: "student (relgrade)", CLICK: "click-trained",
+                HARDNEG: "hardneg_human (sentence-transformers recipe)", "base": "base MiniLM", "bm25": "BM25",
                 "teacher": "teacher cascade (judged set only)"}
 
 
