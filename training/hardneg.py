@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import tempfile
 from pathlib import Path
 
@@ -81,11 +82,24 @@ def _seed_cache(cfg: RelgradeConfig, model, folder: Path, corpus: list[str]) -> 
     ch = DenseChannel(model_path=base_model_path(cfg), batch_size=m.dense_batch_size,
                       max_seq_length=m.dense_max_seq_length, precision=m.dense_precision,
                       cache_dir=embedding_cache_dir(cfg), threads=cfg.training.threads, device=cfg.device)
-    emb = ch.encode(corpus, what="items")
+    # the list the mining stage encoded (every catalog row's text, duplicates too): its cache key
+    from relgrade.mining.channels import catalog_frame, item_texts
+
+    mined = item_texts(catalog_frame(pd.read_parquet(cfg.paths.table("catalog")))).tolist()
+    at = {}
+    for i, text in enumerate(mined):
+        at.setdefault(text, i)
+    emb = ch.encode(mined, what="items")
+    hit = bool(ch.stats.get("items_cache_hit"))
+    extra = [text for text in corpus if text not in at]
+    if extra:  # texts the catalog does not hold (none when the positives are catalog items)
+        emb = np.concatenate([emb, ch.encode(extra, what="extra")])
+        at.update({text: len(mined) + i for i, text in enumerate(extra)})
+    emb = emb[[at[text] for text in corpus]]
     name = model.model_card_data.base_model or ""
     digest = hashlib.sha256(repr((name, None, None, corpus)).encode()).hexdigest()
     np.save(folder / f"corpus_embeddings_{digest}.npy", emb.astype(np.float32))
-    return bool(ch.stats.get("items_cache_hit"))
+    return hit
 
 
 def hardneg_triplets(cfg: RelgradeConfig, model, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -100,14 +114,19 @@ def hardneg_triplets(cfg: RelgradeConfig, model, n: int, seed: int) -> tuple[pd.
     pos, stats = judged_positives(cfg, n, seed)
     _, catalog = load_catalog_texts(cfg)
     corpus = list(dict.fromkeys(catalog + pos["positive"].tolist()))
-    with tempfile.TemporaryDirectory(prefix="relgrade-hardneg-") as tmp:
-        stats["catalog_embeddings_cached"] = _seed_cache(cfg, model, Path(tmp), corpus)
-        ds = mine_hard_negatives(
-            Dataset.from_pandas(pos[["anchor", "positive"]], preserve_index=False), model, corpus=corpus,
-            range_min=h.range_min, range_max=h.range_max, relative_margin=h.relative_margin,
-            num_negatives=h.num_negatives, sampling_strategy=h.sampling_strategy,
-            batch_size=cfg.training.encode_batch_size, output_format="triplet", use_faiss=True,
-            cache_folder=tmp, verbose=False)
+    state = random.getstate()  # mine_hard_negatives samples with the random module: seeded, then restored
+    random.seed(seed)
+    try:
+        with tempfile.TemporaryDirectory(prefix="relgrade-hardneg-") as tmp:
+            stats["catalog_embeddings_cached"] = _seed_cache(cfg, model, Path(tmp), corpus)
+            ds = mine_hard_negatives(
+                Dataset.from_pandas(pos[["anchor", "positive"]], preserve_index=False), model, corpus=corpus,
+                range_min=h.range_min, range_max=h.range_max, relative_margin=h.relative_margin,
+                num_negatives=h.num_negatives, sampling_strategy=h.sampling_strategy,
+                batch_size=cfg.training.encode_batch_size, output_format="triplet", use_faiss=True,
+                cache_folder=tmp, verbose=False)
+    finally:
+        random.setstate(state)
     trip = ds.to_pandas()
     stats.update(triplets=int(len(trip)), without_negative_share=round(1 - len(trip) / max(len(pos) * h.num_negatives, 1), 4),
                  range_min=h.range_min, range_max=h.range_max, relative_margin=h.relative_margin,
