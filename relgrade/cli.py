@@ -337,6 +337,47 @@ def experiments(
 
 
 @app.command()
+def ladder(
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
+    retrain: bool = typer.Option(False, "--retrain", help="Retrain rungs whose folders already exist."),
+):
+    """The ladder from the peer recipe (hardneg_human) to the relgrade student, one change
+    per rung at the same budget (training/ladder.py): trains the missing rungs, evaluates
+    them together (reports/ladder/) and writes benchmarks/results/ladder.json. Needs the
+    pipeline's assembled training set."""
+    cfg, ov, log_path = _setup(profile, data_root, "ladder", config)
+    from training.ladder import run_ladder, table
+
+    result = _run(run_ladder, cfg, stage="ladder", setup=(cfg, log_path), reuse=not retrain)
+    typer.echo(table(result))
+    _where(cfg, log_path)
+
+
+@app.command("label-budget")
+def label_budget(
+    profile: str = ProfileOpt,
+    data_root: Optional[str] = DataRootOpt,
+    config: Optional[Path] = ConfigOpt,
+    fractions: list[float] = typer.Option(None, "--fraction", help="Shares of the train queries whose judgments are "
+                                          "kept (repeatable; default 0.05 and 0.2; 1 is always run)."),
+):
+    """The label-budget experiment (training/label_budget.py): the whole pipeline once per
+    share of the train queries' judgments kept (dataset.train_label_fraction, each on a data
+    root of its own), the student, the peer recipe and click-trained compared at each;
+    writes benchmarks/results/label_budget.json and reports/experiments/label_budget.html."""
+    cfg, ov, log_path = _setup(profile, data_root, "label-budget", config)
+    from flows.label_budget import label_budget_flow
+    from training.label_budget import table
+
+    result = _run(label_budget_flow, profile, ov, list(fractions) if fractions else None, stage="label-budget",
+                  setup=(cfg, log_path))
+    typer.echo(table(result))
+    _where(cfg, log_path)
+
+
+@app.command()
 def attributes(profile: str = ProfileOpt, data_root: Optional[str] = DataRootOpt,
                config: Optional[Path] = ConfigOpt):
     """Query attribute extraction: mine a lexicon from the catalog, weakly label the train

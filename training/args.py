@@ -11,10 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from relgrade.config import RelgradeConfig
+from training.recipes import PEER, TripletRecipe
 
 STUDENT = "student"
 CLICK = "click_trained"
 HARDNEG = "hardneg_human"  # the peer recipe: sentence-transformers hard negatives on the human judgments
+TRIPLETS = "triplets"  # one stage on (query, positive, negative) triplets: the peer recipe and the ladder's rungs
+
+
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,8 @@ class TrainRun:
     use_curriculum: bool = True  # False: every stage draws from all five levels
     graded_fraction: float = 1.0  # share of teacher-graded pairs kept (data scaling)
     budget_multiplier: float = 1.0  # every stage's max_examples times this (budget experiment)
-    recipe: str = "curriculum"  # curriculum (the staged plan) | hardneg_human (training/hardneg.py)
+    recipe: str = "curriculum"  # curriculum (the staged plan) | hardneg_human | triplets (training/hardneg.py)
+    triplets: TripletRecipe | None = None  # the triplet recipe (recipe hardneg_human or triplets)
     description: str = ""
 
     def with_(self, **kw) -> "TrainRun":
@@ -58,7 +63,7 @@ def click_run(cfg: RelgradeConfig) -> TrainRun:
 
 def hardneg_run(cfg: RelgradeConfig) -> TrainRun:
     """The peer recipe at the student's budget (training/hardneg.py)."""
-    return TrainRun(HARDNEG, "grade", cfg.paths.model(HARDNEG), use_curriculum=False, recipe=HARDNEG,
+    return TrainRun(HARDNEG, "grade", cfg.paths.model(HARDNEG), use_curriculum=False, recipe=HARDNEG, triplets=PEER,
                     description="sentence-transformers recipe: human grade >= 2 positives, one mine_hard_negatives "
                                 "negative each, MNRL, same base, sequence length and budget")
 

@@ -100,7 +100,8 @@ def pointwise_examples(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd
     return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
 
 
-def _positives(df: pd.DataFrame, tcfg: TrainingConfig) -> pd.DataFrame:
+def positives(df: pd.DataFrame, tcfg: TrainingConfig) -> pd.DataFrame:
+    """Each query's highest-target rows at or above the positive percentile."""
     pos = df[df["pct"] >= tcfg.positive_percentile]
     pos = pos.sort_values(["query_id", "target"], ascending=[True, False], kind="stable")
     return pos.groupby("query_id", sort=False).head(tcfg.positives_per_query)
@@ -109,7 +110,7 @@ def _positives(df: pd.DataFrame, tcfg: TrainingConfig) -> pd.DataFrame:
 def contrastive_examples(df: pd.DataFrame, n: int, rng: np.random.Generator, tcfg: TrainingConfig) -> pd.DataFrame:
     """(query, positive) pairs for in-batch negatives: each query's highest-target
     items above the positive percentile."""
-    pos = _positives(df, tcfg)
+    pos = positives(df, tcfg)
     if len(pos) == 0:
         return pd.DataFrame({"anchor": [], "positive": []})
     take = rng.choice(len(pos), size=min(n, len(pos)), replace=False)
@@ -123,7 +124,7 @@ def margin_examples(df: pd.DataFrame, n: int, rng: np.random.Generator, tcfg: Tr
     above the positive percentile, the negative at least ``min_percentile_gap`` below
     it; negatives from the stage's newly entering levels are drawn
     ``new_level_negative_weight`` times as often. Label = margin_scale * target gap."""
-    pos = _positives(df, tcfg)
+    pos = positives(df, tcfg)
     if len(pos) == 0:
         return pd.DataFrame({"query": [], "positive": [], "negative": [], "label": []})
     by_q = {q: g for q, g in df.groupby("query_id", sort=False)}

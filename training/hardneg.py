@@ -16,6 +16,12 @@ The margin guard finds no valid negative for many positives (a judged title is o
 the best-scored of its query), so the recipe trains on fewer triplets than positives; the
 summary says how many.
 
+The same module builds the ladder's triplet recipes (:class:`training.recipes.TripletRecipe`,
+training/ladder.py): positives from relgrade's target instead of the human grades
+(:func:`target_positives`), negatives from relgrade's levels 4-5 instead of
+``mine_hard_negatives`` (:func:`level_negatives`), a MarginMSE label from the target
+margin, and positives drawn until the budget of triplets is met (``fill``).
+
 The base model's catalog embeddings come from the mining stage's embedding cache (the
 same model, texts and settings; :class:`relgrade.mining.channels.DenseChannel`), handed to
 ``mine_hard_negatives`` through its own ``cache_folder``, so the catalog is not encoded
@@ -32,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relgrade.config import RelgradeConfig
+from relgrade.config import RelgradeConfig, TrainingConfig
 from relgrade.contract import ContractError
 from training.args import HARDNEG
+from training.recipes import PEER, TripletRecipe
 
 log = logging.getLogger("training.hardneg")
-
 
 
 def judged_positives(cfg: RelgradeConfig, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
@@ -52,6 +58,9 @@ def judged_positives(cfg: RelgradeConfig, n: int, seed: int) -> tuple[pd.DataFra
             raise ContractError(f"{HARDNEG}: {p} not found: run `relgrade ingest` first")
     q = pd.read_parquet(paths["queries"], columns=["query_id", "text", "split"])
     j = pd.read_parquet(paths["judgments"], columns=["query_id", "item_id", "grade"])
+    from relgrade.label_budget import visible_judgments
+
+    j = visible_judgments(j, q, cfg.dataset.train_label_fraction)  # the label budget
     cat = pd.read_parquet(paths["catalog"]).drop_duplicates("item_id").reset_index(drop=True)
     cat = pd.DataFrame({"item_id": cat["item_id"].astype(str), "item_text": item_texts(cat).to_numpy()})
     train_q = q[q["split"] == "train"]
@@ -102,23 +111,22 @@ def _seed_cache(cfg: RelgradeConfig, model, folder: Path, corpus: list[str]) -> 
     return hit
 
 
-def hardneg_triplets(cfg: RelgradeConfig, model, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
-    """The recipe's (anchor, positive, negative) triplets for ``model`` (the base model,
-    before any training) and what it took to mine them."""
+def mined_triplets(cfg: RelgradeConfig, model, pos: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+    """(anchor, positive, negative) for ``pos`` from ``mine_hard_negatives`` with ``model``
+    (the base model, before any training) over the catalog, and its settings."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
     from training.data import load_catalog_texts
 
     h = cfg.training.hardneg_baseline
-    pos, stats = judged_positives(cfg, n, seed)
     _, catalog = load_catalog_texts(cfg)
     corpus = list(dict.fromkeys(catalog + pos["positive"].tolist()))
     state = random.getstate()  # mine_hard_negatives samples with the random module: seeded, then restored
     random.seed(seed)
     try:
         with tempfile.TemporaryDirectory(prefix="relgrade-hardneg-") as tmp:
-            stats["catalog_embeddings_cached"] = _seed_cache(cfg, model, Path(tmp), corpus)
+            cached = _seed_cache(cfg, model, Path(tmp), corpus)
             ds = mine_hard_negatives(
                 Dataset.from_pandas(pos[["anchor", "positive"]], preserve_index=False), model, corpus=corpus,
                 range_min=h.range_min, range_max=h.range_max, relative_margin=h.relative_margin,
@@ -127,12 +135,115 @@ def hardneg_triplets(cfg: RelgradeConfig, model, n: int, seed: int) -> tuple[pd.
                 cache_folder=tmp, verbose=False)
     finally:
         random.setstate(state)
-    trip = ds.to_pandas()
-    stats.update(triplets=int(len(trip)), without_negative_share=round(1 - len(trip) / max(len(pos) * h.num_negatives, 1), 4),
-                 range_min=h.range_min, range_max=h.range_max, relative_margin=h.relative_margin,
-                 num_negatives=h.num_negatives, sampling_strategy=h.sampling_strategy,
-                 corpus=len(corpus))
-    log.info("%s: %d positives (of %d judged train pairs with grade >= %d), %d triplets (%.0f%% without a valid "
-             "negative)", HARDNEG, stats["positives"], stats["positive_pairs_available"], h.min_grade, len(trip),
-             100 * stats["without_negative_share"])
+    stats = {"catalog_embeddings_cached": cached, "range_min": h.range_min, "range_max": h.range_max,
+             "relative_margin": h.relative_margin, "num_negatives": h.num_negatives,
+             "sampling_strategy": h.sampling_strategy, "corpus": len(corpus)}
+    return ds.to_pandas()[["anchor", "positive", "negative"]], stats
+
+
+def target_positives(df: pd.DataFrame, texts: dict[str, str], tcfg: TrainingConfig, n: int,
+                     seed: int) -> tuple[pd.DataFrame, dict]:
+    """Up to ``n`` positives from relgrade's target instead of the human grades: each
+    train query's highest-target union items at or above ``positive_percentile`` (the
+    curriculum's positives, :func:`training.data.positives`), seeded sample; item text
+    as every dense model indexes it."""
+    from training.data import positives
+
+    pos = positives(df, tcfg)
+    if len(pos) == 0:
+        raise ContractError("no training-set row reaches the positive percentile")
+    pos = pos.assign(positive=pos["item_id"].map(texts)).dropna(subset=["positive"])
+    take = np.sort(np.random.default_rng(seed).choice(len(pos), size=min(n, len(pos)), replace=False))
+    out = pos.iloc[take].rename(columns={"query_text": "anchor"}).reset_index(drop=True)
+    stats = {"positive_pairs_available": int(len(pos)), "positives": int(len(out)),
+             "queries": int(out["query_id"].nunique()), "source": "relgrade target"}
+    return out[["query_id", "item_id", "anchor", "positive", "target", "pct"]], stats
+
+
+def level_negatives(df: pd.DataFrame, pos: pd.DataFrame, texts: dict[str, str], tcfg: TrainingConfig, seed: int,
+                    levels: tuple[int, ...] = (4, 5)) -> tuple[pd.DataFrame, dict]:
+    """One negative per positive from relgrade's hardest levels instead of
+    ``mine_hard_negatives``: a union item of the same query in ``levels`` whose target
+    percentile is at least ``min_percentile_gap`` below ``positive_percentile`` (what the
+    curriculum calls a negative), drawn at random (seeded). Positives whose query has
+    none are dropped. Carries the negative's target for a margin label."""
+    cut = tcfg.positive_percentile - tcfg.min_percentile_gap
+    cand = df[df["level"].isin(levels) & (df["pct"] <= cut)]
+    by_q = {q: g for q, g in cand.groupby("query_id", sort=False)}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in pos.itertuples(index=False):
+        g = by_q.get(p.query_id)
+        if g is None:
+            continue
+        g = g[g["item_id"] != p.item_id]
+        if len(g) == 0:
+            continue
+        j = int(rng.integers(len(g)))
+        neg_text = texts.get(g["item_id"].iat[j])
+        if neg_text is None:
+            continue
+        rows.append({**p._asdict(), "negative": neg_text, "negative_target": float(g["target"].iat[j])})
+    out = pd.DataFrame(rows, columns=list(pos.columns) + ["negative", "negative_target"])
+    return out, {"negative_levels": list(levels), "negative_max_percentile": round(cut, 4),
+                 "queries_with_negatives": int(len(by_q))}
+
+
+def _catalog_text(cfg: RelgradeConfig) -> dict[str, str]:
+    from training.data import load_catalog_texts
+
+    ids, texts = load_catalog_texts(cfg)
+    return dict(zip(ids, texts))
+
+
+# how many positives a filled run draws per wanted triplet (the mined guard drops most)
+FILL_DRAW = {"mined": 4.0, "levels": 1.5}
+
+
+def recipe_triplets(cfg: RelgradeConfig, model, recipe: TripletRecipe, budget: int, seed: int,
+                    trainset: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """The examples of one triplet recipe (the peer recipe or a ladder rung): its positives,
+    one negative each, at most ``budget`` rows; with ``recipe.fill`` positives are drawn
+    until ``budget`` triplets are found. Columns: anchor, positive, negative (+ label for
+    margin_mse, ``margin_scale`` times the target margin)."""
+    t = cfg.training
+    if recipe.loss == "margin_mse" and (recipe.positives, recipe.negatives) != ("target", "levels"):
+        raise ValueError("margin_mse needs a target on both sides: positives 'target' and negatives 'levels'")
+    need_df = recipe.positives == "target" or recipe.negatives == "levels"
+    df = None
+    if need_df:
+        from training.data import load_trainset
+
+        df = trainset if trainset is not None else load_trainset(cfg.paths.trainset, t.target_column)
+    draw = int(np.ceil(budget * FILL_DRAW[recipe.negatives])) if recipe.fill else budget
+    texts = _catalog_text(cfg) if need_df else {}
+    if recipe.positives == "human":
+        pos, stats = judged_positives(cfg, draw, seed)
+    else:
+        pos, stats = target_positives(df, texts, t, draw, seed)
+    if recipe.negatives == "mined":
+        trip, more = mined_triplets(cfg, model, pos, seed)
+    else:
+        trip, more = level_negatives(df, pos, texts, t, seed)
+    stats.update(more)
+    found = len(trip)
+    if recipe.fill and len(trip) > budget:
+        trip = trip.iloc[np.sort(np.random.default_rng(seed).choice(len(trip), size=budget, replace=False))]
+    trip = trip.reset_index(drop=True)
+    stats.update(recipe={"positives": recipe.positives, "negatives": recipe.negatives, "loss": recipe.loss,
+                         "fill": recipe.fill}, budget=int(budget), triplets_found=int(found), triplets=int(len(trip)),
+                 without_negative_share=round(1 - found / max(len(pos) * cfg.training.hardneg_baseline.num_negatives
+                                                              if recipe.negatives == "mined" else len(pos), 1), 4))
+    log.info("%s/%s/%s: %d positives, %d with a negative (%.0f%% without), %d triplets kept", recipe.positives,
+             recipe.negatives, recipe.loss, len(pos), found, 100 * stats["without_negative_share"], len(trip))
+    if recipe.loss == "margin_mse":
+        label = (t.margin_scale * (trip["target"] - trip["negative_target"])).astype("float32")
+        return pd.DataFrame({"query": trip["anchor"], "positive": trip["positive"], "negative": trip["negative"],
+                             "label": label}), stats
     return trip[["anchor", "positive", "negative"]], stats
+
+
+def hardneg_triplets(cfg: RelgradeConfig, model, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The peer recipe's (anchor, positive, negative) triplets for ``model`` (the base
+    model, before any training) and what it took to mine them."""
+    return recipe_triplets(cfg, model, PEER, n, seed)

@@ -94,8 +94,8 @@ def train(cfg: RelgradeConfig, run: TrainRun, trainset: pd.DataFrame | None = No
     model.max_seq_length = t.max_seq_length
 
     # ---- 3. data: the run's examples per stage ------------------------------------------
-    if run.recipe == HARDNEG:  # the peer recipe: mined with the base model, before training
-        stages, examples_of, data_stats = _hardneg_plan(cfg, run, model)
+    if run.triplets is not None:  # the peer recipe or a ladder rung: mined with the base model, before training
+        stages, examples_of, data_stats = _triplet_plan(cfg, run, model, trainset)
     else:
         stages, examples_of, data_stats = _curriculum_plan(cfg, run, trainset, rng)
 
@@ -136,14 +136,17 @@ def hardneg_budget(cfg: RelgradeConfig, run: TrainRun) -> int:
     return max(1, int(round(base * run.budget_multiplier)))
 
 
-def _hardneg_plan(cfg: RelgradeConfig, run: TrainRun, model):
-    """One MNRL stage on the recipe's triplets (training/hardneg.py)."""
-    from training.hardneg import hardneg_triplets
+def _triplet_plan(cfg: RelgradeConfig, run: TrainRun, model, trainset: pd.DataFrame | None):
+    """One stage on the recipe's triplets (training/hardneg.py), MNRL or MarginMSE."""
+    from training.hardneg import recipe_triplets
 
     h = cfg.training.hardneg_baseline
-    trip, stats = hardneg_triplets(cfg, model, hardneg_budget(cfg, run), cfg.training.seed)
+    if trainset is not None and run.target_column != cfg.training.target_column:
+        trainset = None  # prepared for another target: the recipe reads relgrade's target itself
+    trip, stats = recipe_triplets(cfg, model, run.triplets, hardneg_budget(cfg, run), cfg.training.seed, trainset)
     trip = trip.iloc[np.random.default_rng(cfg.training.seed).permutation(len(trip))].reset_index(drop=True)
-    st = StagePlan(1, HARDNEG, "mnrl", (), (), len(trip), h.learning_rate)
+    st = StagePlan(1, run.recipe if run.recipe == HARDNEG else run.name, run.triplets.loss, (), (), len(trip),
+                   h.learning_rate)
     return [st], (lambda _st: trip), stats
 
 

@@ -1,0 +1,71 @@
+"""The ladder's triplet recipes (training/hardneg.py): relgrade-target positives, level 4-5
+negatives of the same query below the curriculum's negative percentile, the MarginMSE label
+from the target margin."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from relgrade.config import TrainingConfig
+from training.args import TripletRecipe
+from training.data import prepare
+from training.hardneg import level_negatives, target_positives
+
+
+def _trainset(n_queries: int = 40, per_query: int = 20, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(n_queries):
+        for i in range(per_query):
+            rows.append({"query_id": f"q{q}", "item_id": f"i{q}_{i}", "query_text": f"query {q}",
+                         "item_title": f"title {q} {i}", "difficulty_level": int(rng.integers(1, 6)),
+                         "grade": 1, "target": float(rng.random())})
+    return prepare(pd.DataFrame(rows), "target")
+
+
+def test_target_positives_are_each_querys_best_rows_above_the_percentile():
+    t = TrainingConfig()
+    df = _trainset()
+    texts = dict(zip(df["item_id"], "text " + df["item_title"]))
+    pos, stats = target_positives(df, texts, t, n=50, seed=1)
+    assert len(pos) == 50 and stats["positives"] == 50
+    assert (pos["pct"] >= t.positive_percentile).all()
+    assert pos.groupby("query_id").size().max() <= t.positives_per_query
+    assert (pos["positive"] == pos["item_id"].map(texts)).all()  # the text every dense model indexes
+    assert pos.equals(target_positives(df, texts, t, n=50, seed=1)[0])  # seeded
+
+
+def test_level_negatives_come_from_the_same_querys_levels_4_5_below_the_negative_percentile():
+    t = TrainingConfig()
+    df = _trainset()
+    texts = dict(zip(df["item_id"], df["item_title"]))
+    pos, _ = target_positives(df, texts, t, n=60, seed=2)
+    trip, stats = level_negatives(df, pos, texts, t, seed=3)
+    assert 0 < len(trip) <= len(pos)
+    by_text = df.set_index("item_title")
+    neg = by_text.loc[trip["negative"]]
+    assert (neg["query_id"].to_numpy() == trip["query_id"].to_numpy()).all()
+    assert neg["level"].isin([4, 5]).all()
+    assert (neg["pct"] <= t.positive_percentile - t.min_percentile_gap + 1e-12).all()
+    assert (neg["target"].to_numpy() == trip["negative_target"].to_numpy()).all()
+    assert (trip["negative"] != trip["positive"]).all()
+    assert stats["negative_levels"] == [4, 5]
+
+
+def test_a_query_without_a_hard_level_negative_drops_its_positive():
+    t = TrainingConfig()
+    df = _trainset(n_queries=2)
+    df.loc[df["query_id"] == "q0", "level"] = 1  # q0 has no level 4-5 row
+    texts = dict(zip(df["item_id"], df["item_title"]))
+    pos, _ = target_positives(df, texts, t, n=10, seed=0)
+    trip, _ = level_negatives(df, pos, texts, t, seed=0)
+    assert set(trip["query_id"]) == {"q1"} and "q0" in set(pos["query_id"])
+
+
+def test_margin_mse_needs_targets_on_both_sides():
+    from relgrade.config import load_config
+    from training.hardneg import recipe_triplets
+
+    with pytest.raises(ValueError, match="margin_mse needs a target on both sides"):
+        recipe_triplets(load_config("quick"), None, TripletRecipe("human", "mined", "margin_mse"), 10, 0)
