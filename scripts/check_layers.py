@@ -23,7 +23,7 @@ EXACT = frozenset({"relgrade"})
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("relgrade", "relgrade.config", "relgrade.contract", "relgrade.io", "relgrade.util",
                 "relgrade.engine", "relgrade.numerics", "relgrade.reporting", "relgrade.views",
-                "relgrade.featurestore", "relgrade.segments", "validation", "feature_repo")),
+                "relgrade.featurestore", "relgrade.segments", "relgrade.label_budget", "validation", "feature_repo")),
     ("ingest", ("relgrade.adapters", "relgrade.eventlog", "relgrade.ingest")),
     ("simulate", ("relgrade.simulate", "relgrade.engagement")),
     ("mining", ("relgrade.mining",)),

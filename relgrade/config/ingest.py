@@ -37,6 +37,10 @@ class DatasetConfig(_Strict):
     encoding: str = "latin-1"
     # Keep only this many queries (deterministic: lowest split-hash order). None = all.
     max_queries: int | None = Field(None, ge=1)
+    # The label budget (relgrade/label_budget.py): keep the judgments of this share of the
+    # train queries and withhold the rest from the teachers, the calibration, the target's
+    # human anchor and the peer recipe; the queries stay (mined, graded, trained on)
+    train_label_fraction: float = Field(1.0, gt=0, le=1)
     # Judgments are stamped at this instant (UTC): raters labelled before the log starts.
     judged_at: datetime = datetime(2026, 6, 1, tzinfo=timezone.utc)
 

@@ -68,7 +68,10 @@ def load_inputs(cfg: RelgradeConfig, union: pd.DataFrame | None = None) -> Input
     from relgrade.util import utc_timestamp
 
     p = cfg.paths
+    from relgrade.label_budget import visible_judgments
+
     catalog, queries, judgments = (read_parquet(p.table(t)) for t in ("catalog", "queries", "judgments"))
+    judgments = visible_judgments(judgments, queries, cfg.dataset.train_label_fraction)  # the label budget
     uf = p.union(cfg.snapshot_ts)
     if union is None:
         union = read_parquet(uf)
