@@ -342,15 +342,18 @@ def ladder(
     data_root: Optional[str] = DataRootOpt,
     config: Optional[Path] = ConfigOpt,
     retrain: bool = typer.Option(False, "--retrain", help="Retrain rungs whose folders already exist."),
+    judged_only: bool = typer.Option(False, "--judged-only", help="Judged-set metrics only: no catalog index "
+                                     "per rung, no recall (minutes instead of a catalog encoding per rung)."),
 ):
     """The ladder from the peer recipe (hardneg_human) to the relgrade student, one change
     per rung at the same budget (training/ladder.py): trains the missing rungs, evaluates
     them together (reports/ladder/) and writes benchmarks/results/ladder.json. Needs the
     pipeline's assembled training set."""
     cfg, ov, log_path = _setup(profile, data_root, "ladder", config)
-    from training.ladder import run_ladder, table
+    from training.ladder import RESULTS_FILE, run_ladder, table
 
-    result = _run(run_ladder, cfg, stage="ladder", setup=(cfg, log_path), reuse=not retrain)
+    result = _run(run_ladder, cfg, stage="ladder", setup=(cfg, log_path), reuse=not retrain,
+                  full_catalog=not judged_only, results_file=None if judged_only else RESULTS_FILE)
     typer.echo(table(result))
     _where(cfg, log_path)
 

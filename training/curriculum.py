@@ -37,6 +37,7 @@ class StagePlan:
     new_levels: tuple[int, ...]  # levels first seen in this stage
     max_examples: int
     learning_rate: float
+    rows: str = "levels"  # levels | judged (the human-anchored rows)
 
 
 def plan(tcfg: TrainingConfig, use_curriculum: bool = True, budget_multiplier: float = 1.0) -> list[StagePlan]:
@@ -49,17 +50,21 @@ def plan(tcfg: TrainingConfig, use_curriculum: bool = True, budget_multiplier: f
         new = tuple(lv for lv in levels if lv not in seen) if use_curriculum else ()
         seen |= set(levels)
         n = max(1, int(round(st.max_examples * budget_multiplier)))
-        out.append(StagePlan(i, st.name, st.loss, levels, new, n, st.learning_rate))
+        out.append(StagePlan(i, st.name, st.loss, levels, new, n, st.learning_rate,
+                             st.rows if use_curriculum else "levels"))
     return out
 
 
 def stage_examples(df: pd.DataFrame, stage: StagePlan, tcfg: TrainingConfig, rng: np.random.Generator) -> pd.DataFrame:
     """The stage's examples as a frame whose columns are the loss's inputs (+ label)."""
-    rows = df[df["level"].isin(stage.levels)]
+    rows = df[df["judged"]] if stage.rows == "judged" else df[df["level"].isin(stage.levels)]
     if stage.loss in ("cosent", "cosine"):
         return pointwise_examples(rows, stage.max_examples, rng)
     if stage.loss == "mnrl":
         return contrastive_examples(rows, stage.max_examples, rng, tcfg)
+    if stage.loss == "mnrl_hard":  # the margin triples without their label: in-batch + one hard negative
+        ex = margin_examples(rows, stage.max_examples, rng, tcfg, stage.new_levels)
+        return ex.drop(columns="label").rename(columns={"query": "anchor"})
     if stage.loss == "margin_mse":
         return margin_examples(rows, stage.max_examples, rng, tcfg, stage.new_levels)
     raise ValueError(f"unknown loss {stage.loss!r}")
@@ -72,7 +77,7 @@ def build_loss(model, stage: StagePlan, tcfg: TrainingConfig):
         return losses.CoSENTLoss(model, scale=tcfg.cosent_scale)
     if stage.loss == "cosine":
         return losses.CosineSimilarityLoss(model)
-    if stage.loss == "mnrl":
+    if stage.loss in ("mnrl", "mnrl_hard"):
         return losses.MultipleNegativesRankingLoss(model, scale=tcfg.mnrl_scale)
     if stage.loss == "margin_mse":
         return losses.MarginMSELoss(model)  # dot product of normalized embeddings = cosine
@@ -81,7 +86,8 @@ def build_loss(model, stage: StagePlan, tcfg: TrainingConfig):
 
 def describe(stages: list[StagePlan]) -> list[dict]:
     return [{"stage": s.index, "name": s.name, "loss": s.loss, "levels": list(s.levels),
-             "new_levels": list(s.new_levels), "max_examples": s.max_examples, "learning_rate": s.learning_rate}
+             "new_levels": list(s.new_levels), "max_examples": s.max_examples, "learning_rate": s.learning_rate,
+             "rows": s.rows}
             for s in stages]
 
 

@@ -24,6 +24,7 @@ from relgrade.contract import ContractError
 log = logging.getLogger("training.data")
 
 REQUIRED_COLUMNS = ["query_id", "item_id", "query_text", "item_title", "difficulty_level", "grade"]
+OPTIONAL_COLUMNS = ["teacher_version"]  # "human" on the human-anchored rows (relgrade/grading/stage.py)
 
 
 def load_trainset(path: str | Path, target_column: str) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def load_trainset(path: str | Path, target_column: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     have = pq.read_schema(path).names
-    cols = list(dict.fromkeys(REQUIRED_COLUMNS + [target_column]))
+    cols = list(dict.fromkeys(REQUIRED_COLUMNS + [target_column] + [c for c in OPTIONAL_COLUMNS if c in have]))
     missing = [c for c in cols if c not in have]
     if missing:
         raise ContractError(f"{path}: missing column(s) {missing}; have {have}")
@@ -44,7 +45,8 @@ def load_trainset(path: str | Path, target_column: str) -> pd.DataFrame:
 
 def prepare(df: pd.DataFrame, target_column: str) -> pd.DataFrame:
     """Typed, de-duplicated rows with a target: query_id, item_id, query_text,
-    item_title, level, graded, target, pct (target percentile over the set)."""
+    item_title, level, graded, judged (human-anchored), target, pct (target percentile
+    over the set)."""
     missing = [c for c in REQUIRED_COLUMNS + [target_column] if c not in df.columns]
     if missing:
         raise ContractError(f"training set missing column(s) {missing}")
@@ -55,6 +57,9 @@ def prepare(df: pd.DataFrame, target_column: str) -> pd.DataFrame:
         "item_title": df["item_title"].fillna("").astype(str).to_numpy(),
         "level": pd.to_numeric(df["difficulty_level"], errors="coerce").to_numpy(),
         "graded": df["grade"].notna().to_numpy(),
+        # the human anchor: a train query's judged union pair, published with its judgment
+        "judged": (df["teacher_version"].astype(str) == "human").to_numpy() if "teacher_version" in df
+        else np.zeros(len(df), dtype=bool),
         "target": pd.to_numeric(df[target_column], errors="coerce").astype("float64").to_numpy(),
     })
     n0 = len(out)

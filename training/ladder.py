@@ -76,18 +76,39 @@ def _examples_and_steps(summary: dict) -> tuple[int, int]:
     return sum(int(s.get("examples") or 0) for s in st), sum(int(s.get("steps") or 0) for s in st)
 
 
-def run_ladder(cfg: RelgradeConfig, reuse: bool = True, results_file: str | Path | None = RESULTS_FILE) -> dict:
+def _ensure_trained(cfg: RelgradeConfig, run: TrainRun, reuse: bool, full_catalog: bool) -> None:
+    """Train ``run`` unless its folder is there; a folder trained without the catalog
+    index (a judged-only ladder) gets its index when the full-catalog ladder needs it."""
+    have = reuse and read_summary(run.output_dir) is not None
+    if not have:
+        train(cfg, run, build_catalog_index=full_catalog)
+    elif full_catalog and not (run.output_dir / INDEX_FILE).exists():
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        from training.student import index_catalog
+
+        log.info("%s: indexing the catalog", run.name)
+        index_catalog(cfg, SentenceTransformer(str(run.output_dir), device="cpu"), run.output_dir)
+    else:
+        log.info("%s: reusing %s", run.name, run.output_dir)
+
+
+def run_ladder(cfg: RelgradeConfig, reuse: bool = True, full_catalog: bool = True,
+               results_file: str | Path | None = RESULTS_FILE) -> dict:
+    """Train the missing rungs and evaluate them together. ``full_catalog=False``: the
+    judged-set metrics only (no catalog index per rung: minutes instead of a catalog
+    encoding each; recall is left out)."""
     t0 = time.perf_counter()
     rungs = ladder_runs(cfg)
     for _, run, _ in rungs:
-        if reuse and (run.output_dir / INDEX_FILE).exists() and read_summary(run.output_dir) is not None:
-            log.info("%s: reusing %s", run.name, run.output_dir)
-        else:
-            train(cfg, run)
+        _ensure_trained(cfg, run, reuse, full_catalog)
     models = {run.name: {"kind": "trained", "path": run.output_dir} for _, run, _ in rungs}
     models["base"] = {"kind": "base"}
     rep = evaluate(cfg, models, out_dir=cfg.paths.report("ladder"), title="The ladder from the peer recipe to relgrade",
-                   update_card=False)
+                   update_card=False, full_catalog=full_catalog)
     pq = pd.read_parquet(Path(rep["paths"]["json"]).with_name("per_query.parquet"))
     per_query = {name: g.drop(columns="model").reset_index(drop=True) for name, g in pq.groupby("model", sort=False)}
     rows, prev = [], None
@@ -108,7 +129,7 @@ def run_ladder(cfg: RelgradeConfig, reuse: bool = True, results_file: str | Path
             prev = run.name
     out = {"profile": cfg.profile, "generated_at": rep["generated_at"], "split": rep["split"], "queries": rep["queries"],
            "queries_with_grade0": rep["queries_with_grade0"], "bootstrap": rep["bootstrap"], "ci": rep["ci"],
-           "budget": sum(st.max_examples for st in cfg.training.curriculum), "rungs": rows,
+           "budget": sum(st.max_examples for st in cfg.training.curriculum), "full_catalog": full_catalog, "rungs": rows,
            "base": {m: v["all"] for m, v in rep["models"]["base"].items()}, "report": rep["paths"],
            "elapsed_s": round(time.perf_counter() - t0, 1)}
     from relgrade.numerics import numerics

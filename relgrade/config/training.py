@@ -15,8 +15,13 @@ class CurriculumStageConfig(_Strict):
     # difficulty levels (1 easiest .. 5 hardest) whose rows this stage draws from
     levels: list[int]
     # cosent / cosine: pointwise (query, item, target); mnrl: in-batch contrastive
-    # (query, positive); margin_mse: (query, positive, negative) with the target margin
-    loss: Literal["cosent", "cosine", "mnrl", "margin_mse"]
+    # (query, positive); mnrl_hard: in-batch plus one hard negative of the query (from
+    # the stage's new levels first); margin_mse: (query, positive, negative) with the target margin
+    loss: Literal["cosent", "cosine", "mnrl", "mnrl_hard", "margin_mse"]
+    # which rows: the stage's difficulty levels, or the train queries' human-judged union
+    # pairs (the human anchor: their target carries the judgment) whatever their level.
+    # Baselines without the curriculum always draw from every level
+    rows: Literal["levels", "judged"] = "levels"
     max_examples: int = Field(2048, ge=1)  # examples drawn for this stage (one pass)
     learning_rate: float = Field(5e-5, gt=0)
 

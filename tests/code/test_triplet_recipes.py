@@ -69,3 +69,22 @@ def test_margin_mse_needs_targets_on_both_sides():
 
     with pytest.raises(ValueError, match="margin_mse needs a target on both sides"):
         recipe_triplets(load_config("quick"), None, TripletRecipe("human", "mined", "margin_mse"), 10, 0)
+
+
+def test_a_curriculum_stage_can_draw_the_judged_rows_and_train_mnrl_with_a_hard_negative():
+    from relgrade.config import CurriculumStageConfig
+    from training.curriculum import plan, stage_examples
+
+    rows = _trainset(n_queries=30).assign(judged=False)
+    rows.loc[rows["query_id"].isin({"q1", "q2", "q3"}), "judged"] = True
+    t = TrainingConfig(curriculum=[
+        CurriculumStageConfig(name="judged", levels=[1, 2], loss="cosent", rows="judged", max_examples=40),
+        CurriculumStageConfig(name="hard", levels=[1, 2, 3, 4, 5], loss="mnrl_hard", max_examples=30)])
+    st_judged, st_hard = plan(t)
+    ex = stage_examples(rows, st_judged, t, np.random.default_rng(0))
+    judged_titles = set(rows.loc[rows["judged"], "item_title"])
+    assert len(ex) == 40 and set(ex["sentence2"]) <= judged_titles  # whatever their level
+    hard = stage_examples(rows, st_hard, t, np.random.default_rng(0))
+    assert list(hard.columns) == ["anchor", "positive", "negative"] and len(hard) == 30
+    # without the curriculum (the click-trained baseline) a stage draws from every level
+    assert {s.rows for s in plan(t, use_curriculum=False)} == {"levels"}
