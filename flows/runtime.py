@@ -100,7 +100,8 @@ def _input_error_names() -> set[str]:
 class QuietInputErrors(logging.Filter):
     """A terminal handler's filter: drops Prefect's reports of a task or flow run that
     failed on an input error (its traceback, and the "Finished in state Failed(...)" line
-    that names the error), so the command's own short message is what the user reads.
+    that names the error) and the gate's report of a refused batch (the refusal repeats
+    it), so the command's own short message is what the user reads.
     Every other record passes; the run log (a file handler) keeps them all."""
 
     _STATE = re.compile(r"encountered an exception:? (?:[\w.]+\.)?(\w+):")
@@ -116,6 +117,9 @@ class QuietInputErrors(logging.Filter):
         if not drop and record.name.startswith("prefect"):
             m = self._STATE.search(record.getMessage())
             drop = bool(m and m.group(1) in self.names)
+        if not drop and record.name == "validation.gate":
+            # a refused batch: the command's refusal prints the same report, once
+            drop = record.getMessage().startswith("validation FAILED")
         self.dropped += drop
         return not drop
 

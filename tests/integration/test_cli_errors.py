@@ -120,6 +120,24 @@ def test_a_label_outside_the_scale_is_refused_with_its_line(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_batch_the_validation_gate_refuses_is_one_short_refusal(tmp_path):
+    doc = _contract(tmp_path, judgments=pd.DataFrame({"query": ["drill", "saw"], "item_id": ["1", "2"],
+                                                      "label": [3, 3]}))  # one grade only: a broken label set
+    cfg = _config(tmp_path, "gate", doc)
+    code, lines, out = _relgrade("ingest", "--config", str(cfg), cwd=tmp_path)
+    assert code == 2, out
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("relgrade ingest: input refused by validation"))
+    refusal = lines[start:]
+    assert len(refusal) <= MAX_LINES, "\n".join(refusal)
+    assert "suite judgments" in refusal[0] and "Traceback" not in out and "Finished in state Failed" not in out, out
+    assert any("expect_column_stdev_to_be_between(grade)" in ln for ln in refusal), out
+    assert any(ln.strip().startswith("validation page:") for ln in refusal) and "relgrade --debug" in out
+    assert out.count("expect_column_stdev_to_be_between(grade)") == 1, out  # the report once, not twice
+    root = tmp_path / "var-gate"
+    assert not (root / "contract").exists() and not list(root.rglob("*.parquet"))  # nothing landed
+
+
+@pytest.mark.integration
 def test_debug_shows_the_traceback(tmp_path):
     doc = _contract(tmp_path, judgments=pd.DataFrame({"query": ["drill"], "item_id": ["404"], "label": [3]}))
     cfg = _config(tmp_path, "debug", doc)
