@@ -44,7 +44,9 @@ class Failure:
         if self.unexpected_count is not None:
             what = f"{self.unexpected_count} offending row(s)"
         else:
-            what = f"observed {self.observed!r}"
+            obs = self.observed.item() if hasattr(self.observed, "item") and not isinstance(self.observed, str) \
+                and getattr(self.observed, "ndim", 0) == 0 else self.observed  # a numpy scalar as its value
+            what = f"observed {obs!r}"
         return f"{self.expectation}{where}: {what}"
 
 
