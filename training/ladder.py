@@ -31,7 +31,7 @@ import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
 from relgrade.util import write_json_atomic
-from training.args import HARDNEG, TRIPLETS, TrainRun, TripletRecipe, hardneg_run, student_run
+from training.args import HARDNEG, STUDENT, TRIPLETS, TrainRun, TripletRecipe, hardneg_run, student_run
 from training.evaluate import evaluate
 from training.index import INDEX_FILE
 from training.metrics import paired_comparison
@@ -103,7 +103,8 @@ def run_ladder(cfg: RelgradeConfig, reuse: bool = True, full_catalog: bool = Tru
     encoding each; recall is left out)."""
     t0 = time.perf_counter()
     rungs = ladder_runs(cfg)
-    for _, run, _ in rungs:
+    # the ladder's own rungs first, the train stage's models (usually reused) last
+    for _, run, _ in sorted(rungs, key=lambda r: r[1].name in (HARDNEG, STUDENT)):
         _ensure_trained(cfg, run, reuse, full_catalog)
     models = {run.name: {"kind": "trained", "path": run.output_dir} for _, run, _ in rungs}
     models["base"] = {"kind": "base"}
