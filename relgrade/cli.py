@@ -350,10 +350,10 @@ def ladder(
     them together (reports/ladder/) and writes benchmarks/results/ladder.json. Needs the
     pipeline's assembled training set."""
     cfg, ov, log_path = _setup(profile, data_root, "ladder", config)
-    from training.ladder import RESULTS_FILE, run_ladder, table
+    from training.ladder import RESULTS_FILE, run_ladder, table  # the JSON says whether recall was measured
 
     result = _run(run_ladder, cfg, stage="ladder", setup=(cfg, log_path), reuse=not retrain,
-                  full_catalog=not judged_only, results_file=None if judged_only else RESULTS_FILE)
+                  full_catalog=not judged_only, results_file=RESULTS_FILE)
     typer.echo(table(result))
     _where(cfg, log_path)
 
