@@ -85,6 +85,19 @@ def _data(summary: dict) -> list[str]:
                 f"no engagement, no curriculum. Human labels of test queries are never used.", "",
                 "## Target", "", "MultipleNegativesRankingLoss on (query, positive, hard negative) with in-batch "
                 "negatives.", ""]
+    if summary.get("recipe") == "triplets":  # a ladder rung (training/ladder.py)
+        r = d.get("recipe") or {}
+        pos = ("human-judged train-split pairs with a grade >= " + str(d.get("min_grade"))
+               if r.get("positives") == "human" else "relgrade-target positives (each train query's best union items)")
+        neg = ("one hard negative each from `mine_hard_negatives` with the base model" if r.get("negatives") == "mined"
+               else "one negative each from relgrade's difficulty levels 4-5 of the same query")
+        return ["## Data", "",
+                f"A ladder rung (training/ladder.py): {d.get('positives')} {pos} (of {d.get('positive_pairs_available')} "
+                f"available, {d.get('queries')} queries), {neg}: {d.get('triplets')} triplets "
+                f"({100 * (d.get('without_negative_share') or 0):.0f}% of the positives drawn had none). "
+                "Human labels of test queries are never used.", "",
+                "## Target", "", ("MarginMSELoss on the target margin." if r.get("loss") == "margin_mse" else
+                                  "MultipleNegativesRankingLoss on (query, positive, negative) with in-batch negatives."), ""]
     return ["## Data", "",
             f"relgrade's assembled training set (`training/trainset.parquet`): mined (query, item) pairs of the "
             f"train-split queries only. Rows used: {d['rows']} over {d['queries']} queries, "
