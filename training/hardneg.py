@@ -164,19 +164,21 @@ def level_negatives(df: pd.DataFrame, pos: pd.DataFrame, texts: dict[str, str], 
                     levels: tuple[int, ...] = (4, 5)) -> tuple[pd.DataFrame, dict]:
     """One negative per positive from relgrade's hardest levels instead of
     ``mine_hard_negatives``: a union item of the same query in ``levels`` whose target
-    percentile is at least ``min_percentile_gap`` below ``positive_percentile`` (what the
-    curriculum calls a negative), drawn at random (seeded). Positives whose query has
-    none are dropped. Carries the negative's target for a margin label."""
-    cut = tcfg.positive_percentile - tcfg.min_percentile_gap
-    cand = df[df["level"].isin(levels) & (df["pct"] <= cut)]
+    percentile is at least ``min_percentile_gap`` below the positive's (the curriculum's
+    margin rule; a human positive outside the training set counts as percentile 1),
+    drawn at random (seeded). Positives whose query has none are dropped. Carries the
+    negative's target for a margin label."""
+    cand = df[df["level"].isin(levels)]
     by_q = {q: g for q, g in cand.groupby("query_id", sort=False)}
+    pct_of = dict(zip(zip(df["query_id"], df["item_id"]), df["pct"]))
     rng = np.random.default_rng(seed)
     rows = []
     for p in pos.itertuples(index=False):
         g = by_q.get(p.query_id)
         if g is None:
             continue
-        g = g[g["item_id"] != p.item_id]
+        top = pct_of.get((p.query_id, p.item_id), 1.0)
+        g = g[(g["item_id"] != p.item_id) & (g["pct"] <= top - tcfg.min_percentile_gap)]
         if len(g) == 0:
             continue
         j = int(rng.integers(len(g)))
@@ -185,7 +187,7 @@ def level_negatives(df: pd.DataFrame, pos: pd.DataFrame, texts: dict[str, str], 
             continue
         rows.append({**p._asdict(), "negative": neg_text, "negative_target": float(g["target"].iat[j])})
     out = pd.DataFrame(rows, columns=list(pos.columns) + ["negative", "negative_target"])
-    return out, {"negative_levels": list(levels), "negative_max_percentile": round(cut, 4),
+    return out, {"negative_levels": list(levels), "negative_percentile_gap": tcfg.min_percentile_gap,
                  "queries_with_negatives": int(len(by_q))}
 
 
@@ -196,8 +198,9 @@ def _catalog_text(cfg: RelgradeConfig) -> dict[str, str]:
     return dict(zip(ids, texts))
 
 
-# how many positives a filled run draws per wanted triplet (the mined guard drops most)
-FILL_DRAW = {"mined": 4.0, "levels": 1.5}
+# how many positives a filled run draws per wanted triplet (the mined guard drops most;
+# None: every positive available, as drawing level negatives costs no encoding)
+FILL_DRAW = {"mined": 4.0, "levels": None}
 
 
 def recipe_triplets(cfg: RelgradeConfig, model, recipe: TripletRecipe, budget: int, seed: int,
@@ -215,7 +218,8 @@ def recipe_triplets(cfg: RelgradeConfig, model, recipe: TripletRecipe, budget: i
         from training.data import load_trainset
 
         df = trainset if trainset is not None else load_trainset(cfg.paths.trainset, t.target_column)
-    draw = int(np.ceil(budget * FILL_DRAW[recipe.negatives])) if recipe.fill else budget
+    factor = FILL_DRAW[recipe.negatives]
+    draw = (budget if not recipe.fill else 10 ** 9 if factor is None else int(np.ceil(budget * factor)))
     texts = _catalog_text(cfg) if need_df else {}
     if recipe.positives == "human":
         pos, stats = judged_positives(cfg, draw, seed)
