@@ -34,11 +34,16 @@ class CurriculumStageConfig(_Strict):
 
 
 def _default_curriculum() -> list[CurriculumStageConfig]:
+    """Three stages over the five levels, each MNRL with one hard negative of the query
+    (relgrade-target positives, negatives from the stage's new levels first). The ladder
+    (docs/training.md) measured the earlier CoSENT -> MNRL -> MarginMSE curriculum below
+    the peer recipe, and MarginMSE and the CoSENT stage as where it lost."""
     return [
-        CurriculumStageConfig(name="pointwise", levels=[1, 2], loss="cosent", max_examples=1280, learning_rate=5e-5),
-        CurriculumStageConfig(name="in_batch", levels=[1, 2, 3], loss="mnrl", max_examples=640, learning_rate=4e-5),
-        CurriculumStageConfig(name="hard_negative", levels=[1, 2, 3, 4, 5], loss="margin_mse", max_examples=1280,
-                              learning_rate=3e-5),
+        CurriculumStageConfig(name="easy", levels=[1, 2], loss="mnrl_hard", max_examples=640, learning_rate=5e-5),
+        CurriculumStageConfig(name="one_channel", levels=[1, 2, 3], loss="mnrl_hard", max_examples=1280,
+                              learning_rate=5e-5),
+        CurriculumStageConfig(name="hard_negative", levels=[1, 2, 3, 4, 5], loss="mnrl_hard", max_examples=1280,
+                              learning_rate=5e-5),
     ]
 
 

@@ -91,9 +91,12 @@ asyncio.run(main())
     tasks = doc["tasks"]
     for name in ("train-gbm", "train-ce2", "calibrate-and-fit-thresholds", "grade-union-chunks"):
         assert any(t == name or t.startswith(name + "-") for t in tasks), (name, tasks)  # Prefect adds "-<hash>"
+    from relgrade.config import load_config
+
+    stages = load_config("quick").training.curriculum
     for model in ("student", "click_trained"):
-        assert [t for t in tasks if t.startswith(f"{model}-")] == [f"{model}-1-pointwise", f"{model}-2-in_batch",
-                                                                  f"{model}-3-hard_negative"], tasks
+        assert [t for t in tasks if t.startswith(f"{model}-")] == [f"{model}-{i}-{st.name}"
+                                                                  for i, st in enumerate(stages, start=1)], tasks
 
 
 def test_relgrade_serve_registers_a_scheduled_deployment(server, ran):
