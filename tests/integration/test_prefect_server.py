@@ -93,7 +93,7 @@ asyncio.run(main())
         assert any(t == name or t.startswith(name + "-") for t in tasks), (name, tasks)  # Prefect adds "-<hash>"
     from relgrade.config import load_config
 
-    stages = load_config("quick").training.curriculum
+    stages = load_config("quick", config_file=ran["config"]).training.curriculum  # the run's own curriculum
     for model in ("student", "click_trained"):
         assert [t for t in tasks if t.startswith(f"{model}-")] == [f"{model}-{i}-{st.name}"
                                                                   for i, st in enumerate(stages, start=1)], tasks
