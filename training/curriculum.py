@@ -1,17 +1,19 @@
 """The progressive curriculum: which difficulty levels enter at which stage, and which
 loss each stage trains with (the reasoning is in docs/training.md).
 
-Default (``training.curriculum`` in configs/relgrade.yaml)::
+Default (``training.curriculum``; relgrade/config/training.py)::
 
-    stage          levels     loss         examples
-    1 pointwise    1, 2       CoSENT       (query, item, target)
-    2 in_batch     1, 2, 3    MNRL         (query, positive) + in-batch negatives
-    3 hard_negative 1 .. 5    MarginMSE    (query, positive, negative, target margin)
+    stage            levels     loss        examples
+    1 easy           1, 2       mnrl_hard   (query, positive, negative of the query) + in-batch negatives
+    2 one_channel    1, 2, 3    mnrl_hard
+    3 hard_negative  1 .. 5     mnrl_hard
 
-Levels are the mining stage's difficulty (refined with the teacher grade: "how many
+(``cosent``, ``cosine``, ``mnrl`` and ``margin_mse`` remain per-stage choices; the ladder
+in docs/training.md measured the CoSENT -> MNRL -> MarginMSE curriculum below the peer
+recipe.) Levels are the mining stage's difficulty (refined with the teacher grade: "how many
 retrievers get this example wrong"). A stage keeps every earlier level (no forgetting)
-and the levels it adds are its *new* levels: the margin stage draws its negatives from
-them first. With ``use_curriculum=False`` (the no-curriculum ablation and the
+and the levels it adds are its *new* levels: a hard-negative stage draws its negatives from
+them first (4x as often). With ``use_curriculum=False`` (the no-curriculum ablation and the
 click-trained baseline) every stage draws from all five levels, with the same losses,
 order and budget: only the difficulty schedule differs.
 """
