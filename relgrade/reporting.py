@@ -50,3 +50,36 @@ def numerics_line(n: dict | None) -> str:
             f"({isa}); torch {n.get('torch', {}).get('version')}, {n.get('torch', {}).get('threads')} threads; "
             f"BLAS {blas or 'unknown'}" + (f"; forced {n['precision_forced']}" if n.get("precision_forced") else ""))
     return f"<p class='numerics'>{html.escape(text)}</p>"
+
+
+def interval_panels(metrics: list[str], series: list[dict], xs: list[float], xticklabels: list[str], xlabel: str,
+                    title: str, log_base: float = 10, refs: list[dict] | None = None) -> str:
+    """One panel per metric: each series' means against ``xs`` with their interval as
+    error bars (``series``: ``{"label", "points": {metric: [(x, {"mean", "lo", "hi"}), ...]}``
+    plus matplotlib style keys), ``refs`` as horizontal lines (``{"label", "values":
+    {metric: y}, "ls"}``); a base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for s in series:
+            pts = [(x, ci) for x, ci in s["points"].get(m, []) if ci.get("mean") is not None]
+            if pts:
+                y = [ci["mean"] for _, ci in pts]
+                err = [[ci["mean"] - ci["lo"] for _, ci in pts], [ci["hi"] - ci["mean"] for _, ci in pts]]
+                style = {k: v for k, v in s.items() if k not in ("label", "points")}
+                ax.errorbar([x for x, _ in pts], y, yerr=err, capsize=3, label=s["label"], **style)
+        for r in refs or []:
+            if r["values"].get(m) is not None:
+                ax.axhline(r["values"][m], color="gray", ls=r.get("ls", ":"), lw=1, label=r["label"])
+        ax.set_xscale("log", base=log_base)
+        ax.set_xticks(xs, xticklabels)
+        ax.set_xlabel(xlabel)
+        ax.set_title(m)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return png(fig)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
-from relgrade.reporting import numerics_line, png
+from relgrade.reporting import interval_panels, numerics_line
 from relgrade.util import write_json_atomic
 from training.args import CLICK, HARDNEG, STUDENT
 from training.metrics import paired_comparison
@@ -80,32 +80,17 @@ def collect(cfg: RelgradeConfig, fractions: list[float], budget: dict[float, dic
 
 
 def plot(result: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Each metric against the share of judgments kept: the student, the peer recipe,
+    click-trained and the base model, with their intervals."""
     rows = result["rows"]
-    names = [m for m in next(iter(rows[0]["models"].values()))]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6))
-    for ax, m in zip(axes, names):
-        for model, style in ((STUDENT, "o-"), (HARDNEG, "s--"), (CLICK, "^:"), ("base", "x-.")):
-            pts = [(r["fraction"], r["models"][model][m]) for r in rows if model in r["models"]
-                   and r["models"][model][m].get("mean") is not None]
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
-            y = [p[1]["mean"] for p in pts]
-            err = [[p[1]["mean"] - p[1]["lo"] for p in pts], [p[1]["hi"] - p[1]["mean"] for p in pts]]
-            ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=model)
-        ax.set_xscale("log")
-        ax.set_xticks([r["fraction"] for r in rows], [f"{r['fraction']:.0%}" for r in rows])
-        ax.set_xlabel("train queries with judgments kept")
-        ax.set_title(m)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Label budget: relgrade's teachers grade every train query from the kept judgments")
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return png(fig)
+    names = list(next(iter(rows[0]["models"].values())))
+    series = [{"label": model, "fmt": style,
+               "points": {m: [(r["fraction"], r["models"][model][m]) for r in rows if model in r["models"]]
+                          for m in names}}
+              for model, style in ((STUDENT, "o-"), (HARDNEG, "s--"), (CLICK, "^:"), ("base", "x-."))]
+    return interval_panels(names, series, [r["fraction"] for r in rows], [f"{r['fraction']:.0%}" for r in rows],
+                           "train queries with judgments kept",
+                           "Label budget: relgrade's teachers grade every train query from the kept judgments")
 
 
 def render(result: dict) -> str:

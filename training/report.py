@@ -70,33 +70,18 @@ def _plots(rep: dict) -> dict[str, str]:
 def _budget_plot(rep: dict) -> str:
     """Each metric against the step-budget multiplier: student and click-trained runs of
     the same budget, with their bootstrap intervals; BM25 and the base model as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from relgrade.reporting import interval_panels
 
     rows, res = rep["step_budget"], rep["models"]
     mnames = [m for m in next(iter(res.values())) if m in rows[0]]
     xs = [r["budget_multiplier"] for r in rows]
-    fig, axes = plt.subplots(1, len(mnames), figsize=(4 * len(mnames), 3.4))
-    for ax, m in zip(np.atleast_1d(axes), mnames):
-        for key, color, lab in (("student", "C0", "student (relgrade)"), ("click_trained", "C1", "click-trained")):
-            v = [res[r[key]][m]["all"] for r in rows]
-            mean = np.array([x["mean"] for x in v], dtype=float)
-            err = [mean - np.array([x["lo"] for x in v], dtype=float), np.array([x["hi"] for x in v], dtype=float) - mean]
-            ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3, color=color, label=lab)
-        for ref, ls in (("bm25", ":"), ("base", "-.")):
-            if ref in res and res[ref][m]["all"]["mean"] is not None:
-                ax.axhline(res[ref][m]["all"]["mean"], color="gray", ls=ls, lw=1, label=MODEL_LABELS.get(ref, ref))
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{x:g}x" for x in xs])
-        ax.set_xlabel("examples per stage (x the default budget)")
-        ax.set_title(m)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.suptitle("step budget: the same multiplier for both models")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return _png(fig)
+    series = [{"label": lab, "marker": "o", "color": color,
+               "points": {m: [(r["budget_multiplier"], res[r[key]][m]["all"]) for r in rows] for m in mnames}}
+              for key, color, lab in (("student", "C0", "student (relgrade)"), ("click_trained", "C1", "click-trained"))]
+    refs = [{"label": MODEL_LABELS.get(ref, ref), "ls": ls, "values": {m: res[ref][m]["all"]["mean"] for m in mnames}}
+            for ref, ls in (("bm25", ":"), ("base", "-.")) if ref in res]
+    return interval_panels(mnames, series, xs, [f"{x:g}x" for x in xs], "examples per stage (x the default budget)",
+                           "step budget: the same multiplier for both models", log_base=2, refs=refs)
 
 
 def _budget_section(rep: dict) -> str:
