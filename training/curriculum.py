@@ -3,14 +3,17 @@ loss each stage trains with (the reasoning is in docs/training.md).
 
 Default (``training.curriculum``; relgrade/config/training.py)::
 
-    stage            levels     loss        examples
-    1 easy           1, 2       mnrl_hard   (query, positive, negative of the query) + in-batch negatives
-    2 one_channel    1, 2, 3    mnrl_hard
-    3 hard_negative  1 .. 5     mnrl_hard
+    stage            levels     negatives from   loss           examples
+    1 easy           1, 2       levels 1, 2      mnrl_triplet   320
+    2 one_channel    1, 2, 3    level 3          mnrl_triplet   640
+    3 hard_negative  1 .. 5     levels 4, 5      mnrl_triplet   2240
 
-(``cosent``, ``cosine``, ``mnrl`` and ``margin_mse`` remain per-stage choices; the ladder
-in docs/training.md measured the CoSENT -> MNRL -> MarginMSE curriculum below the peer
-recipe.) Levels are the mining stage's difficulty (refined with the teacher grade: "how many
+``mnrl_triplet``: (query, positive, negative) + in-batch negatives; the positives are every
+train query's target positives (sampled), each negative a row of the same query from the
+stage's new levels, at least ``min_percentile_gap`` below it (the ladder's rung 3 per stage).
+(``cosent``, ``cosine``, ``mnrl``, ``mnrl_hard`` and ``margin_mse`` remain per-stage
+choices; the ladder in docs/training.md measured the CoSENT -> MNRL -> MarginMSE curriculum
+below the peer recipe.) Levels are the mining stage's difficulty (refined with the teacher grade: "how many
 retrievers get this example wrong"). A stage keeps every earlier level (no forgetting)
 and the levels it adds are its *new* levels: a hard-negative stage draws its negatives from
 them first (4x as often). With ``use_curriculum=False`` (the no-curriculum ablation and the
@@ -67,6 +70,13 @@ def stage_examples(df: pd.DataFrame, stage: StagePlan, tcfg: TrainingConfig, rng
     if stage.loss == "mnrl_hard":  # the margin triples without their label: in-batch + one hard negative
         ex = margin_examples(rows, stage.max_examples, rng, tcfg, stage.new_levels)
         return ex.drop(columns="label").rename(columns={"query": "anchor"})
+    if stage.loss == "mnrl_triplet":  # the ladder's rung 3 per stage: negatives from the new levels only
+        from training.hardneg import level_triplets
+
+        texts = dict(zip(df["item_id"], df["item_title"]))
+        trip, _ = level_triplets(df, texts, tcfg, stage.max_examples, int(rng.integers(2 ** 31)),
+                                 stage.new_levels or stage.levels)
+        return trip[["anchor", "positive", "negative"]]
     if stage.loss == "margin_mse":
         return margin_examples(rows, stage.max_examples, rng, tcfg, stage.new_levels)
     raise ValueError(f"unknown loss {stage.loss!r}")
@@ -79,7 +89,7 @@ def build_loss(model, stage: StagePlan, tcfg: TrainingConfig):
         return losses.CoSENTLoss(model, scale=tcfg.cosent_scale)
     if stage.loss == "cosine":
         return losses.CosineSimilarityLoss(model)
-    if stage.loss in ("mnrl", "mnrl_hard"):
+    if stage.loss in ("mnrl", "mnrl_hard", "mnrl_triplet"):
         return losses.MultipleNegativesRankingLoss(model, scale=tcfg.mnrl_scale)
     if stage.loss == "margin_mse":
         return losses.MarginMSELoss(model)  # dot product of normalized embeddings = cosine

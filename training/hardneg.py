@@ -191,6 +191,20 @@ def level_negatives(df: pd.DataFrame, pos: pd.DataFrame, texts: dict[str, str], 
                  "queries_with_negatives": int(len(by_q))}
 
 
+def level_triplets(df: pd.DataFrame, texts: dict[str, str], tcfg: TrainingConfig, n: int, seed: int,
+                   levels: tuple[int, ...] = (4, 5)) -> tuple[pd.DataFrame, dict]:
+    """Up to ``n`` (target positive, level negative) triplets, drawn until ``n`` are found:
+    every target positive (:func:`target_positives`) gets its :func:`level_negatives` draw
+    from ``levels``, and ``n`` of those that found one are kept (seeded). The ladder's rung
+    3 and the curriculum's ``mnrl_triplet`` stages."""
+    pos, stats = target_positives(df, texts, tcfg, 10 ** 9, seed)
+    trip, more = level_negatives(df, pos, texts, tcfg, seed, levels)
+    stats.update(more, triplets_found=int(len(trip)))
+    if len(trip) > n:
+        trip = trip.iloc[np.sort(np.random.default_rng(seed).choice(len(trip), size=n, replace=False))]
+    return trip.reset_index(drop=True), stats
+
+
 def _catalog_text(cfg: RelgradeConfig) -> dict[str, str]:
     from training.data import load_catalog_texts
 

@@ -167,7 +167,7 @@ def _fit_stage(cfg: RelgradeConfig, run: TrainRun, model, st: StagePlan, ex: pd.
             output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=t.batch_size,
             learning_rate=st.learning_rate, warmup_steps=int(math.ceil(t.warmup_ratio * n_steps)),
             weight_decay=t.weight_decay, lr_scheduler_type="linear", seed=t.seed + st.index, data_seed=t.seed + st.index,
-            batch_sampler=BatchSamplers.NO_DUPLICATES if st.loss in ("mnrl", "mnrl_hard") else BatchSamplers.BATCH_SAMPLER,
+            batch_sampler=BatchSamplers.NO_DUPLICATES if st.loss in ("mnrl", "mnrl_hard", "mnrl_triplet") else BatchSamplers.BATCH_SAMPLER,
             save_strategy="no", logging_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
             dataloader_drop_last=True, use_cpu=device == "cpu", dataloader_num_workers=0,
             bf16=resolve_precision(t.train_precision, device) == "bf16")

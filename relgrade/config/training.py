@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from relgrade.config.base import _Strict
 
@@ -16,14 +16,23 @@ class CurriculumStageConfig(_Strict):
     levels: list[int]
     # cosent / cosine: pointwise (query, item, target); mnrl: in-batch contrastive
     # (query, positive); mnrl_hard: in-batch plus one hard negative of the query (from
-    # the stage's new levels first); margin_mse: (query, positive, negative) with the target margin
-    loss: Literal["cosent", "cosine", "mnrl", "mnrl_hard", "margin_mse"]
+    # the stage's new levels first); mnrl_triplet: in-batch plus one hard negative, the
+    # ladder's rung 3 per stage (every train query's target positives, sampled, each with
+    # one negative of the query from the stage's new levels only); margin_mse: (query,
+    # positive, negative) with the target margin
+    loss: Literal["cosent", "cosine", "mnrl", "mnrl_hard", "mnrl_triplet", "margin_mse"]
     # which rows: the stage's difficulty levels, or the train queries' human-judged union
     # pairs (the human anchor: their target carries the judgment) whatever their level.
     # Baselines without the curriculum always draw from every level
     rows: Literal["levels", "judged"] = "levels"
     max_examples: int = Field(2048, ge=1)  # examples drawn for this stage (one pass)
     learning_rate: float = Field(5e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _rows(self) -> "CurriculumStageConfig":
+        if self.loss == "mnrl_triplet" and self.rows != "levels":
+            raise ValueError("loss mnrl_triplet draws its positives from every level: rows must be 'levels'")
+        return self
 
     @field_validator("levels")
     @classmethod
@@ -34,15 +43,16 @@ class CurriculumStageConfig(_Strict):
 
 
 def _default_curriculum() -> list[CurriculumStageConfig]:
-    """Three stages over the five levels, each MNRL with one hard negative of the query
-    (relgrade-target positives, negatives from the stage's new levels first). The ladder
-    (docs/training.md) measured the earlier CoSENT -> MNRL -> MarginMSE curriculum below
-    the peer recipe, and MarginMSE and the CoSENT stage as where it lost."""
+    """Three stages over the five levels, each MNRL with one hard negative of the query:
+    every train query's target positives, each with a negative from the stage's new
+    levels only (the ladder's rung 3 per stage; docs/training.md), most of the budget on
+    the hardest levels. Chosen on the dev split against 640/1280/1280, the one-stage
+    rung 3 and the earlier ``mnrl_hard`` and CoSENT -> MNRL -> MarginMSE curricula."""
     return [
-        CurriculumStageConfig(name="easy", levels=[1, 2], loss="mnrl_hard", max_examples=640, learning_rate=5e-5),
-        CurriculumStageConfig(name="one_channel", levels=[1, 2, 3], loss="mnrl_hard", max_examples=1280,
+        CurriculumStageConfig(name="easy", levels=[1, 2], loss="mnrl_triplet", max_examples=320, learning_rate=5e-5),
+        CurriculumStageConfig(name="one_channel", levels=[1, 2, 3], loss="mnrl_triplet", max_examples=640,
                               learning_rate=5e-5),
-        CurriculumStageConfig(name="hard_negative", levels=[1, 2, 3, 4, 5], loss="mnrl_hard", max_examples=1280,
+        CurriculumStageConfig(name="hard_negative", levels=[1, 2, 3, 4, 5], loss="mnrl_triplet", max_examples=2240,
                               learning_rate=5e-5),
     ]
 

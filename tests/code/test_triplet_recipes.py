@@ -88,3 +88,38 @@ def test_a_curriculum_stage_can_draw_the_judged_rows_and_train_mnrl_with_a_hard_
     assert list(hard.columns) == ["anchor", "positive", "negative"] and len(hard) == 30
     # without the curriculum (the click-trained baseline) a stage draws from every level
     assert {s.rows for s in plan(t, use_curriculum=False)} == {"levels"}
+
+
+def test_an_mnrl_triplet_stage_is_rung_3_with_negatives_from_its_new_levels_only():
+    """Every train query's target positives, sampled, each with one negative of the same
+    query from the stage's *new* levels under the margin rule; seeded; without the
+    curriculum (the click-trained baseline) the negatives come from every level."""
+    from relgrade.config import CurriculumStageConfig
+    from training.curriculum import plan, stage_examples
+
+    df = _trainset(n_queries=60, per_query=30)
+    t = TrainingConfig(curriculum=[
+        CurriculumStageConfig(name="easy", levels=[1, 2], loss="mnrl_triplet", max_examples=40),
+        CurriculumStageConfig(name="hard", levels=[1, 2, 3, 4, 5], loss="mnrl_triplet", max_examples=50)])
+    easy, hard = plan(t)
+    by_title = df.set_index("item_title")
+    for st, want in ((easy, {1, 2}), (hard, {3, 4, 5})):
+        ex = stage_examples(df, st, t, np.random.default_rng(0))
+        assert list(ex.columns) == ["anchor", "positive", "negative"] and len(ex) == st.max_examples
+        assert set(by_title.loc[ex["negative"], "level"]) <= want
+        pos = by_title.loc[ex["positive"]]
+        assert (pos["pct"] >= t.positive_percentile).all()  # target positives of any level
+        assert (by_title.loc[ex["negative"], "query_id"].to_numpy() == pos["query_id"].to_numpy()).all()
+        assert ex.equals(stage_examples(df, st, t, np.random.default_rng(0)))  # seeded
+    assert pos["level"].nunique() > 1
+    flat = stage_examples(df, plan(t, use_curriculum=False)[0], t, np.random.default_rng(1))
+    assert set(by_title.loc[flat["negative"], "level"]) - {1, 2}  # every level, not only the easy ones
+
+
+def test_an_mnrl_triplet_stage_refuses_the_judged_rows():
+    from pydantic import ValidationError
+
+    from relgrade.config import CurriculumStageConfig
+
+    with pytest.raises(ValidationError, match="mnrl_triplet draws its positives from every level"):
+        CurriculumStageConfig(name="x", levels=[1], loss="mnrl_triplet", rows="judged")
