@@ -90,11 +90,13 @@ def experiment_runs(cfg: RelgradeConfig) -> list[TrainRun]:
         if f < 1.0:
             runs.append(TrainRun(f"scaling_{f:g}", cfg.training.target_column, cfg.paths.model(f"scaling_{f:g}"),
                                  graded_fraction=f, description=f"student on {f:.0%} of the teacher-graded pairs"))
-    # the step budget: the student and the click-trained baseline with every stage's
-    # examples multiplied (does a larger budget widen the gap between the two?)
+    # the step budget: the student, the click-trained baseline and the peer recipe with
+    # every stage's examples (the peer: its positives) multiplied (does a larger budget
+    # widen the gap?)
+    bases = [student_run(cfg), click_run(cfg)] + ([hardneg_run(cfg)] if cfg.training.hardneg_baseline.enabled else [])
     for m in cfg.training.budget_multipliers:
         if m != 1.0:
-            for base in (student_run(cfg), click_run(cfg)):
+            for base in bases:
                 name = f"{base.name}_budget_{m:g}x"
                 runs.append(base.with_(name=name, output_dir=cfg.paths.model(name), budget_multiplier=m,
                                        description=f"{base.description}; {m:g}x the examples of every stage"))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from relgrade.config import REPO_ROOT, RelgradeConfig
-from training.args import CLICK, STUDENT, experiment_runs, pipeline_runs
+from training.args import CLICK, HARDNEG, STUDENT, experiment_runs, pipeline_runs
 from training.evaluate import default_models, evaluate
 from training.metrics import check_targets, metric_names, paired_comparison
 from training.report import render_html
@@ -77,9 +77,9 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     # step budget: student / click-trained at each multiplier (1x = the train stage's pair)
     pairs = []
     for m in [1.0] + [x for x in cfg.training.budget_multipliers if x != 1.0]:
-        a, b = (STUDENT, CLICK) if m == 1.0 else (f"{STUDENT}_budget_{m:g}x", f"{CLICK}_budget_{m:g}x")
+        a, b, c = (STUDENT, CLICK, HARDNEG) if m == 1.0 else tuple(f"{n}_budget_{m:g}x" for n in (STUDENT, CLICK, HARDNEG))
         if a in metrics and b in metrics:
-            pairs.append((m, a, b))
+            pairs.append((m, a, b, c if c in metrics else None))
     budget = []
     if pairs:
         pq = pd.read_parquet(Path(rep["paths"]["json"]).with_name("per_query.parquet"))
@@ -109,19 +109,21 @@ def run_experiments(cfg: RelgradeConfig, only: list[str] | None = None, reuse: b
     return summary
 
 
-def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[float, str, str]],
+def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[float, str, str, str | None]],
                       cfg: RelgradeConfig) -> list[dict]:
-    """Per step budget ``(multiplier, student run, click-trained run)``: the student
-    against its click-trained twin trained with the same budget (paired bootstrap ratios
-    and the evaluation targets), and against the best click-trained model of *any* budget
-    per metric (highest mean, lowest for embarrassing@k), so that a baseline that gets
-    worse with more steps cannot flatter the student."""
+    """Per step budget ``(multiplier, student run, click-trained run, peer run or None)``:
+    the student against its click-trained twin trained with the same budget (paired
+    bootstrap ratios and the evaluation targets), against the peer recipe of the same
+    budget where it was trained, and against the best click-trained model of *any*
+    budget per metric (highest mean, lowest for embarrassing@k), so that a baseline that
+    gets worse with more steps cannot flatter the student."""
     names = metric_names(cfg)
-    clicks = [b for _, _, b in pairs]
+    clicks = [b for _, _, b, _ in pairs]
     refs = [o for o in ("base", "bm25") if o in per_query]
     rows = []
-    for m, a, b in pairs:
+    for m, a, b, c in pairs:
         same = paired_comparison(per_query[a], per_query[b], cfg)
+        peer = paired_comparison(per_query[a], per_query[c], cfg) if c else {}
         agg = {"comparisons": {b: same, **{o: paired_comparison(per_query[a], per_query[o], cfg) for o in refs}}}
         best = {}
         for mname, col in names.items():
@@ -134,9 +136,11 @@ def budget_comparison(per_query: dict[str, pd.DataFrame], pairs: list[tuple[floa
             if comp:
                 best[mname] = {"click_trained": pick, **comp}
         rows.append({
-            "budget_multiplier": m, "student": a, "click_trained": b,
-            **{mname: {"student": c["student"], "click_trained": c["other"], "ratio": c["ratio"], "ratio_ci": c["ratio_ci"]}
-               for mname, c in same.items()},
+            "budget_multiplier": m, "student": a, "click_trained": b, "hardneg_human": c,
+            **{mname: {"student": v["student"], "click_trained": v["other"], "ratio": v["ratio"], "ratio_ci": v["ratio_ci"]}
+               for mname, v in same.items()},
+            "vs_hardneg_human": {mname: {"hardneg_human": v["other"], "ratio": v["ratio"], "ratio_ci": v["ratio_ci"]}
+                                 for mname, v in peer.items()},
             "targets": check_targets(agg, cfg, click=b, label=a, click_label=b),
             "vs_best_click_trained": best,
         })

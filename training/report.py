@@ -68,8 +68,9 @@ def _plots(rep: dict) -> dict[str, str]:
 
 
 def _budget_plot(rep: dict) -> str:
-    """Each metric against the step-budget multiplier: student and click-trained runs of
-    the same budget, with their bootstrap intervals; BM25 and the base model as lines."""
+    """Each metric against the step-budget multiplier: the student, click-trained and
+    (where trained at every budget) peer-recipe runs of the same budget, with their
+    bootstrap intervals; BM25 and the base model as lines."""
     from relgrade.reporting import interval_panels
 
     rows, res = rep["step_budget"], rep["models"]
@@ -77,7 +78,9 @@ def _budget_plot(rep: dict) -> str:
     xs = [r["budget_multiplier"] for r in rows]
     series = [{"label": lab, "marker": "o", "color": color,
                "points": {m: [(r["budget_multiplier"], res[r[key]][m]["all"]) for r in rows] for m in mnames}}
-              for key, color, lab in (("student", "C0", "student (relgrade)"), ("click_trained", "C1", "click-trained"))]
+              for key, color, lab in (("student", "C0", "student (relgrade)"), ("click_trained", "C1", "click-trained"),
+                                      ("hardneg_human", "C2", "peer recipe (hardneg_human)"))
+              if all(r.get(key) for r in rows)]
     refs = [{"label": MODEL_LABELS.get(ref, ref), "ls": ls, "values": {m: res[ref][m]["all"]["mean"] for m in mnames}}
             for ref, ls in (("bm25", ":"), ("base", "-.")) if ref in res]
     return interval_panels(mnames, series, xs, [f"{x:g}x" for x in xs], "examples per stage (x the default budget)",
@@ -92,6 +95,7 @@ def _budget_section(rep: dict) -> str:
          "click-trained of the same budget, paired bootstrap interval; best click: against the click-trained run of "
          "any budget that scores best on the metric.</p>",
          "<table><tr><th>budget</th>" + "".join(f"<th>{esc(m)}: student / click [CI]</th><th>{esc(m)}: vs best click</th>"
+                                               f"<th>{esc(m)}: student / peer [CI]</th>"
                                                for m in mnames) + "<th>targets met</th></tr>"]
     for r in rows:
         cells = []
@@ -100,6 +104,8 @@ def _budget_section(rep: dict) -> str:
             cells.append(f"<td>{_f(c['student'])} / {_f(c['click_trained'])} = {_f(c['ratio'])} "
                          f"[{_f(c['ratio_ci'][0])}, {_f(c['ratio_ci'][1])}]</td>")
             cells.append(f"<td>{_f(b['ratio'])} ({esc(b['click_trained'])})</td>" if b else "<td>-</td>")
+            v = (r.get("vs_hardneg_human") or {}).get(m)
+            cells.append(f"<td>{_f(v['ratio'])} [{_f(v['ratio_ci'][0])}, {_f(v['ratio_ci'][1])}]</td>" if v else "<td>-</td>")
         met = [t for t in r.get("targets", []) if t["met"]]
         cells.append("<td>" + (esc("; ".join(t["target"] for t in met)) or "none") + "</td>")
         p.append(f"<tr><td>{r['budget_multiplier']:g}x</td>" + "".join(cells) + "</tr>")

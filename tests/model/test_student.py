@@ -110,9 +110,10 @@ def test_experiment_runs_pair_each_budget_with_a_click_trained_twin(world):
     from training.args import experiment_runs
 
     runs = {r.name: r for r in experiment_runs(world["cfg"])}
-    s, c = runs["student_budget_2x"], runs["click_trained_budget_2x"]
+    s, c, h = runs["student_budget_2x"], runs["click_trained_budget_2x"], runs["hardneg_human_budget_2x"]
     assert (s.target_column, s.use_curriculum, s.budget_multiplier) == ("target", True, 2.0)
     assert (c.target_column, c.use_curriculum, c.budget_multiplier) == ("click_target", False, 2.0)
+    assert (h.recipe, h.budget_multiplier) == ("hardneg_human", 2.0)  # the peer recipe at the same budget
     assert s.output_dir != c.output_dir and all(r.budget_multiplier == 1.0 for n, r in runs.items() if "budget" not in n)
 
 
@@ -251,11 +252,18 @@ def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
 
     pq = {"student": frame_(v0 * 1.02, 0.10 * np.ones(n)), "click_trained": frame_(v0, 0.12 * np.ones(n)),
           "student_budget_8x": frame_(v0 * 1.06, 0.09 * np.ones(n)),
-          "click_trained_budget_8x": frame_(v0 * 0.90, 0.15 * np.ones(n)), "bm25": frame_(v0 * 1.04, 0.2 * np.ones(n))}
-    pairs = [(1.0, "student", "click_trained"), (8.0, "student_budget_8x", "click_trained_budget_8x")]
+          "click_trained_budget_8x": frame_(v0 * 0.90, 0.15 * np.ones(n)), "bm25": frame_(v0 * 1.04, 0.2 * np.ones(n)),
+          "hardneg_human": frame_(v0 * 1.01, 0.11 * np.ones(n)),
+          "hardneg_human_budget_8x": frame_(v0 * 1.03, 0.10 * np.ones(n))}
+    pairs = [(1.0, "student", "click_trained", "hardneg_human"),
+             (8.0, "student_budget_8x", "click_trained_budget_8x", "hardneg_human_budget_8x")]
     rows = budget_comparison(pq, pairs, cfg)
     r1, r8 = rows
     assert r8["recall@100"]["ratio"] == pytest.approx(1.06 / 0.90)
+    assert r8["vs_hardneg_human"]["recall@100"]["ratio"] == pytest.approx(1.06 / 1.03)  # the peer of the same budget
+    assert r1["vs_hardneg_human"]["recall@100"]["ratio"] == pytest.approx(1.02 / 1.01)
+    no_peer = budget_comparison(pq, [(1.0, "student", "click_trained", None)], cfg)[0]
+    assert no_peer["hardneg_human"] is None and no_peer["vs_hardneg_human"] == {}
     lo, hi = r8["recall@100"]["ratio_ci"]
     assert lo <= r8["recall@100"]["ratio"] <= hi
     met = {t["target"]: t["met"] for t in r8["targets"]}
@@ -278,6 +286,7 @@ def test_step_budget_compares_same_budget_pairs_and_the_best_baseline():
     page = render_html(rep)
     section = page[page.index("<h2>Step budget</h2>"):]
     assert "<td>8x</td>" in section and "<td>1x</td>" in section and "data:image/png;base64," in section
+    assert "student / peer [CI]" in section and f"<td>{1.06 / 1.03:.4f}" in section
 
 
 def test_retrieval_drift_stats_and_report_section():
