@@ -316,11 +316,13 @@ class CrossEncoderTeacher(Teacher):
     @classmethod
     def train(cls, queries: list[str], items: list[str], targets: np.ndarray, weights: np.ndarray, *, settings,
               version: str, base_model: str, seed: int, threads: int = 2, progress_every_s: float = 10.0,
-              infer_batch_size: int = 128, device: str = "cpu") -> "CrossEncoderTeacher":
+              infer_batch_size: int = 128, device: str = "cpu", on_step=None) -> "CrossEncoderTeacher":
         """Fine-tune ``base_model`` for exactly ``settings.steps`` AdamW steps (linear
         warm-up and decay, cross-entropy against the soft ``targets``), batches drawn in
         proportion to ``weights`` (:func:`weighted_batches`). ``settings`` is a
-        :class:`relgrade.config.CrossEncoderStageConfig`."""
+        :class:`relgrade.config.CrossEncoderStageConfig`. ``on_step(step, model)``, where
+        given, runs after every step (benchmarks score checkpoints with it); the model is
+        put back in training mode after it."""
         import torch
         import torch.nn.functional as F
 
@@ -350,6 +352,9 @@ class CrossEncoderTeacher(Teacher):
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             progress.update(step + 1, extra=f"loss {np.mean(losses[-50:]):.3f}")
+            if on_step is not None:
+                on_step(step + 1, ce)
+                ce.train()
         ce.eval()
         t = cls(s.name, version, ce, s.max_seq_length, infer_batch_size, threads, s.int8)
         t.train_s = time.perf_counter() - t0

